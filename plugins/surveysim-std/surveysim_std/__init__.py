@@ -1,0 +1,1 @@
+"""surveysim's standard plugin: everything generic that a survey run needs."""

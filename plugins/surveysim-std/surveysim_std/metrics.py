@@ -1,0 +1,147 @@
+"""Metrics comparing human answers with a system's answers.
+
+Every metric takes the human answer codes ``y`` (one per respondent-item), the system's
+:class:`~surveysim_core.answers.AnswerDistribution` ``P`` (row ``i``: probability of each valid
+answer for item ``i``; a sampled answer is a one-hot row, a failed one an all-zero row) and the
+answer type. Failures are excluded: histograms and errors use only the valid mass.
+
+Choices the paper leaves open, fixed here:
+
+* **KL direction**: ``KL(human || model) = sum_k h_k log(h_k / m_k)``, the information lost when
+  the model's answer histogram stands in for the humans'. It punishes a model that gives no mass
+  where people answer.
+* **Empty bins**: additive (Krichevsky-Trofimov) smoothing of 0.5 pseudo-counts per bin on both
+  histograms, ``h_k = (c_k + 0.5) / (n + 0.5 K)``, with ``n`` the number of answers (expected
+  counts for exact distributions). This keeps KL finite and treats sampled and exact answers alike.
+* **Bins**: the answer type's bins (width 10 on 0-100, so ten bins with 100 in the last; width 1
+  on 0-9 and on 1-7 scales; one bin per option for categorical answers).
+* **Wasserstein**: the 1-D earth mover's distance between the two answer distributions on the
+  answer values, divided by the largest possible distance (``max - min``), so it lies in [0, 1];
+  representativeness is ``1 - WD/WDmax`` as OpinionQA reports it.
+* **RMSE** for an exact distribution is the root of the expected squared error given a valid
+  answer: ``sqrt(sum_i sum_a P_ia (a - y_i)^2 / sum_i sum_a P_ia)``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from surveysim_core.answers import AnswerDistribution, AnswerType
+from surveysim_core.protocols import Metric
+
+SMOOTHING = 0.5
+
+
+def human_counts(codes: np.ndarray, answer: AnswerType) -> np.ndarray:
+    """Count of each support value among the human answers."""
+    idx = answer.index_of(codes)
+    return np.bincount(idx[idx >= 0], minlength=len(answer.support)).astype(float)
+
+
+def binned(counts: np.ndarray, answer: AnswerType) -> np.ndarray:
+    bins = answer.bin_edges()
+    return np.bincount(bins, weights=counts, minlength=int(bins.max()) + 1)
+
+
+def smoothed(counts: np.ndarray) -> np.ndarray:
+    return (counts + SMOOTHING) / (counts.sum() + SMOOTHING * len(counts))
+
+
+def kl_divergence(human: np.ndarray, model: np.ndarray) -> float:
+    """KL(human || model) of two count vectors over the same bins, after smoothing."""
+    p, q = smoothed(np.asarray(human, float)), smoothed(np.asarray(model, float))
+    return float(np.sum(p * np.log(p / q)))
+
+
+def wasserstein_normalised(human: np.ndarray, model: np.ndarray, answer: AnswerType) -> float:
+    """Earth mover's distance between two count vectors over ``support``, divided by the span."""
+    p = human / human.sum()
+    q = model / model.sum()
+    gaps = np.diff(answer.support)
+    distance = float(np.sum(np.abs(np.cumsum(p - q)[:-1]) * gaps))
+    return distance / answer.span
+
+
+class KL(Metric):
+    name = "kl"
+    level = "population"
+
+    def __call__(self, human, model: AnswerDistribution, answer: AnswerType) -> float:
+        mass = model.probs.sum(axis=0)
+        if mass.sum() <= 0 or len(human) == 0:
+            return float("nan")
+        return kl_divergence(binned(human_counts(human, answer), answer), binned(mass, answer))
+
+
+class RMSE(Metric):
+    name = "rmse"
+    level = "individual"
+    needs_order = True
+
+    def __call__(self, human, model: AnswerDistribution, answer: AnswerType) -> float:
+        squared = (answer.support[None, :] - np.asarray(human, float)[:, None]) ** 2
+        mass = model.probs.sum()
+        if mass <= 0:
+            return float("nan")
+        return float(np.sqrt(np.sum(model.probs * squared) / mass))
+
+
+class SuccessRate(Metric):
+    """Share of valid answers (for exact distributions: mean probability of a valid answer,
+    i.e. the coverage of the answer set)."""
+
+    name = "success_rate"
+    level = "individual"
+
+    def __call__(self, human, model: AnswerDistribution, answer: AnswerType) -> float:
+        return float(model.probs.sum(axis=1).mean()) if len(model) else float("nan")
+
+
+class Wasserstein(Metric):
+    name = "wasserstein"
+    level = "population"
+    needs_order = True
+
+    def __call__(self, human, model: AnswerDistribution, answer: AnswerType) -> float:
+        mass = model.probs.sum(axis=0)
+        if mass.sum() <= 0 or len(human) == 0:
+            return float("nan")
+        return wasserstein_normalised(human_counts(human, answer), mass, answer)
+
+
+class Representativeness(Wasserstein):
+    name = "representativeness"
+
+    def __call__(self, human, model: AnswerDistribution, answer: AnswerType) -> float:
+        return 1.0 - super().__call__(human, model, answer)
+
+
+class Accuracy(Metric):
+    """Share of valid answers that equal the human's (expected share for distributions)."""
+
+    name = "accuracy"
+    level = "individual"
+
+    def __call__(self, human, model: AnswerDistribution, answer: AnswerType) -> float:
+        idx = answer.index_of(human)
+        mass = model.probs.sum()
+        if mass <= 0:
+            return float("nan")
+        hit = model.probs[np.arange(len(idx)), np.maximum(idx, 0)] * (idx >= 0)
+        return float(hit.sum() / mass)
+
+
+class NegativeLogLikelihood(Metric):
+    """Mean negative log-probability of each respondent's true answer (a proper scoring rule).
+
+    Needs exact distributions; probabilities are floored at 1e-12.
+    """
+
+    name = "nll"
+    level = "individual"
+    needs_exact = True
+
+    def __call__(self, human, model: AnswerDistribution, answer: AnswerType) -> float:
+        idx = answer.index_of(human)
+        p = model.probs[np.arange(len(idx)), np.maximum(idx, 0)] * (idx >= 0)
+        return float(-np.mean(np.log(np.maximum(p, 1e-12))))

@@ -1,0 +1,227 @@
+"""The run configuration: pydantic models, YAML loading, ``--set`` overrides and errors that
+name the file and the dotted key.
+
+The core validates its own sections; each plugin validates the ``options`` mapping routed to it
+with its own ``Options`` model (see :func:`validate_options`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from surveysim_core.errors import ConfigError
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PluginRef(Strict):
+    """A plugin chosen by name, with the options that plugin validates itself."""
+
+    name: str = Field(description="Registered name of the plugin object.")
+    options: dict[str, Any] = Field(default_factory=dict, description="Options for that plugin.")
+
+
+class DataSection(Strict):
+    source: Literal["synthetic", "file"] = Field(
+        "synthetic", description="Generate the survey's synthetic population, or read a file."
+    )
+    path: str | None = Field(
+        None, description="Long-format file (.csv, .parquet, .jsonl) when source is 'file'."
+    )
+    subjects: int | None = Field(
+        None, ge=10, description="Synthetic population size (default: the survey's own)."
+    )
+    seed: int = Field(0, description="Seed of the synthetic population.")
+
+    @model_validator(mode="after")
+    def _path_for_file(self) -> DataSection:
+        if self.source == "file" and not self.path:
+            raise ValueError("source 'file' needs data.path")
+        return self
+
+
+class SplitSection(Strict):
+    train: float = Field(0.8, gt=0, description="Share of subjects for training.")
+    val: float = Field(0.1, ge=0, description="Share of subjects for validation.")
+    test: float = Field(0.1, gt=0, description="Share of subjects for testing.")
+    seed: int = Field(0, description="Seed of the subject-level split.")
+    max_train_subjects: int | None = Field(
+        None, ge=1, description="Use at most this many training subjects (seeded subsample)."
+    )
+    max_val_subjects: int | None = Field(None, ge=1, description="Cap on validation subjects.")
+    max_test_subjects: int | None = Field(None, ge=1, description="Cap on test subjects.")
+
+    @model_validator(mode="after")
+    def _sum_to_one(self) -> SplitSection:
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"train + val + test must be 1, got {total:g}")
+        return self
+
+
+class BackendSection(PluginRef):
+    systems: list[Literal["zero_shot", "fine_tuned"]] = Field(
+        default_factory=lambda: ["zero_shot", "fine_tuned"],
+        description="Which language-model systems to evaluate.",
+    )
+    loss: PluginRef = Field(
+        default_factory=lambda: PluginRef(name="cross_entropy"),
+        description="Fine-tuning loss, from the loss registry.",
+    )
+
+
+class DecodingSection(Strict):
+    decoder: str = Field("sample", description="Decoder name: how answers are drawn from a model.")
+    temperatures: list[float] = Field(
+        default_factory=lambda: [0.0, 1.0], description="Temperatures; 0 means greedy."
+    )
+    max_new_tokens: int = Field(8, ge=1, description="Most tokens generated per answer.")
+    seed: int = Field(0, description="Seed for sampling.")
+    options: dict[str, Any] = Field(default_factory=dict, description="Decoder's own options.")
+
+    @model_validator(mode="after")
+    def _temperatures(self) -> DecodingSection:
+        if any(t < 0 for t in self.temperatures):
+            raise ValueError("temperatures must be >= 0")
+        return self
+
+
+class EvaluationSection(Strict):
+    metrics: list[str] | None = Field(
+        None, description="Metric names; default: the survey's list, else every metric."
+    )
+    segments: list[str] = Field(
+        default_factory=list, description="Demographic fields to break metrics down by."
+    )
+    population: PluginRef = Field(
+        default_factory=lambda: PluginRef(name="test_split"),
+        description="Sampler of virtual participants' demographics.",
+    )
+    bootstrap: int = Field(200, ge=2, description="Bootstrap draws for the split-half floor.")
+    seed: int = Field(0, description="Seed for null models and the bootstrap.")
+
+
+class OutputSection(Strict):
+    dir: str = Field("runs", description="Folder under which each run gets its own directory.")
+    predictions_format: Literal["csv", "parquet"] = Field(
+        "csv", description="File format of per-respondent predictions."
+    )
+
+
+class RunConfig(Strict):
+    """A whole run: what to simulate, how to fit it and how to score it."""
+
+    survey: str = Field(description="Registered survey name, e.g. evshift.")
+    survey_options: dict[str, Any] = Field(
+        default_factory=dict, description="Options for the survey plugin, if it takes any."
+    )
+    data: DataSection = Field(default_factory=DataSection)
+    split: SplitSection = Field(default_factory=SplitSection)
+    questions: list[str] | None = Field(None, description="Only these question ids (default all).")
+    backend: BackendSection | None = Field(None, description="Language-model backend, if any.")
+    decoding: DecodingSection = Field(default_factory=DecodingSection)
+    evaluation: EvaluationSection = Field(default_factory=EvaluationSection)
+    baselines: list[PluginRef] = Field(
+        default_factory=list, description="Baselines that need no language model."
+    )
+    output: OutputSection = Field(default_factory=OutputSection)
+
+
+# --------------------------------------------------------------------------------------------
+def _loc(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "(top level)"
+
+
+def format_validation_error(exc: ValidationError, source: str, prefix: str = "") -> str:
+    lines = []
+    for err in exc.errors():
+        key = _loc(tuple(err["loc"]))
+        key = f"{prefix}.{key}" if prefix and key != "(top level)" else (prefix or key)
+        message = err["msg"]
+        if err["type"] == "extra_forbidden":
+            message = "unknown key (not an option here; check the spelling)"
+        lines.append(f"{source}: {key}: {message}")
+    return "\n".join(lines)
+
+
+def validate_options(cls: Any, options: dict[str, Any] | None, where: str, source: str = "") -> Any:
+    """Validate ``options`` with ``cls.Options`` (a plugin's own model); errors name the key."""
+    model = getattr(cls, "Options", None)
+    options = options or {}
+    if model is None:
+        if options:
+            keys = ", ".join(sorted(options))
+            raise ConfigError(f"{source or 'config'}: {where}: takes no options (got {keys})")
+        return None
+    try:
+        return model.model_validate(options)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source or "config", where)) from exc
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{path}:{where}: not valid YAML: {problem}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of options at the top level")
+    return data
+
+
+def apply_override(data: dict[str, Any], assignment: str) -> None:
+    """Apply ``key.path=value`` (value parsed as YAML) to a nested mapping, in place."""
+    if "=" not in assignment:
+        raise ConfigError(f"--set {assignment!r}: expected key.path=value")
+    key, _, raw = assignment.partition("=")
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        value = raw
+    parts = key.strip().split(".")
+    node: Any = data
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"--set {key}: {'.'.join(parts[:i])} has no item {part}")
+            if last:
+                node[int(part)] = value
+            else:
+                node = node[int(part)]
+            continue
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {key}: {'.'.join(parts[:i])} is not a mapping")
+        if last:
+            node[part] = value
+        else:
+            if node.get(part) is None:
+                node[part] = {}
+            node = node[part]
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """Read, override and validate a run configuration (the core's sections only)."""
+    data = read_yaml(path)
+    for assignment in overrides:
+        apply_override(data, assignment)
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, str(path))) from None

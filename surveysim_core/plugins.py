@@ -1,0 +1,249 @@
+"""Plugin manager: loads plugins from the ``surveysim`` entry-point group and collects registries.
+
+Built-in plugins are ordinary plugins found through the same entry points as third-party ones.
+``SURVEYSIM_LOAD_PLUGINS=a,b`` loads only the named plugins; ``SURVEYSIM_BLOCK_PLUGINS=a,b``
+blocks the named ones.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any
+
+import pluggy
+
+from surveysim_core import hookspecs
+from surveysim_core.errors import PluginError
+
+ENTRY_POINT_GROUP = "surveysim"
+
+#: registry kind -> name of the hook that fills it
+REGISTRY_HOOKS = {
+    "surveys": "register_surveys",
+    "templates": "register_templates",
+    "answer_types": "register_answer_types",
+    "parsers": "register_parsers",
+    "decoders": "register_decoders",
+    "samplers": "register_samplers",
+    "losses": "register_losses",
+    "metrics": "register_metrics",
+    "backends": "register_backends",
+    "baselines": "register_baselines",
+    "data_formats": "register_data_formats",
+}
+
+
+@dataclass
+class Entry:
+    """One registered object, with the plugin that registered it."""
+
+    name: str
+    target: Any
+    plugin: str
+    _resolved: Any = field(default=None, repr=False)
+
+    def load(self) -> Any:
+        """Return the object, importing it first if it was registered as ``"module:attr"``."""
+        if self._resolved is None:
+            target = self.target
+            if isinstance(target, str):
+                module_name, _, attribute = target.partition(":")
+                try:
+                    obj = importlib.import_module(module_name)
+                    for part in attribute.split(".") if attribute else []:
+                        obj = getattr(obj, part)
+                except ImportError as exc:
+                    raise PluginError(
+                        f"plugin {self.plugin!r}: {self.name!r} needs {exc.name or module_name!r},"
+                        f" which is not installed ({exc}). Install the plugin's dependencies,"
+                        f" e.g. pip install -e plugins/<the plugin folder>"
+                    ) from exc
+                except AttributeError as exc:
+                    raise PluginError(
+                        f"plugin {self.plugin!r}: {self.name!r} points at {target!r}: {exc}"
+                    ) from exc
+                target = obj
+            self._resolved = target
+        return self._resolved
+
+
+class Registry:
+    """Named objects of one kind (surveys, metrics, ...), filled by one registration hook."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._entries: dict[str, Entry] = {}
+
+    def add(self, name: str, target: Any, plugin: str) -> None:
+        if not isinstance(name, str) or not name:
+            raise PluginError(f"plugin {plugin!r} registered a {self.kind} entry with no name")
+        if name in self._entries:
+            other = self._entries[name].plugin
+            raise PluginError(
+                f"{self.kind} {name!r} is registered by two plugins: {other!r} and {plugin!r};"
+                f" block one with SURVEYSIM_BLOCK_PLUGINS={plugin}"
+            )
+        self._entries[name] = Entry(name, target, plugin)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._entries))
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def entry(self, name: str, where: str = "") -> Entry:
+        if name not in self._entries:
+            known = ", ".join(sorted(self._entries)) or "none"
+            at = f"{where}: " if where else ""
+            raise PluginError(
+                f"{at}unknown {self.kind[:-1] if self.kind.endswith('s') else self.kind}"
+                f" {name!r}; known: {known}. Is the plugin that provides it installed?"
+            )
+        return self._entries[name]
+
+    def get(self, name: str, where: str = "") -> Any:
+        """The object registered as ``name``; ``where`` names the config field for errors."""
+        return self.entry(name, where).load()
+
+
+@dataclass
+class PluginInfo:
+    name: str
+    version: str
+    hooks: list[str]
+
+
+def _selected(env_value: str | None) -> set[str] | None:
+    if env_value is None or not env_value.strip():
+        return None
+    return {part.strip() for part in env_value.split(",") if part.strip()}
+
+
+class Plugins:
+    """The loaded plugins and the registries they fill."""
+
+    def __init__(self, load_entry_points: bool = True):
+        self.pm = pluggy.PluginManager("surveysim")
+        self.pm.add_hookspecs(hookspecs)
+        self.versions: dict[str, str] = {}
+        self._registries: dict[str, Registry] = {}
+        if load_entry_points:
+            self.load_entry_points()
+
+    # -- loading ---------------------------------------------------------------------------
+    def load_entry_points(self) -> None:
+        only = _selected(os.environ.get("SURVEYSIM_LOAD_PLUGINS"))
+        blocked = _selected(os.environ.get("SURVEYSIM_BLOCK_PLUGINS")) or set()
+        for name in blocked:
+            self.pm.set_blocked(name)
+        for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+            if only is not None and ep.name not in only:
+                continue
+            if self.pm.is_blocked(ep.name) or self.pm.has_plugin(ep.name):
+                continue
+            dist = getattr(ep, "dist", None)
+            try:
+                module = ep.load()
+            except Exception as exc:  # a broken third-party plugin must say which one
+                where = f" (package {dist.name} {dist.version})" if dist else ""
+                raise PluginError(
+                    f"plugin {ep.name!r}{where} failed to load from {ep.value!r}:"
+                    f" {type(exc).__name__}: {exc}. Uninstall it or block it with"
+                    f" SURVEYSIM_BLOCK_PLUGINS={ep.name}"
+                ) from exc
+            self.register(module, ep.name, version=dist.version if dist else "")
+        self.check()
+
+    def register(self, plugin: object, name: str, version: str = "") -> None:
+        """Register a plugin object (module or instance) under ``name``."""
+        if self.pm.has_plugin(name):
+            raise PluginError(f"two plugins are named {name!r}")
+        try:
+            self.pm.register(plugin, name=name)
+        except pluggy.PluginValidationError as exc:
+            raise PluginError(f"plugin {name!r} is invalid: {exc}") from exc
+        self.versions[name] = version
+        self._registries.clear()
+
+    def unregister(self, name: str) -> None:
+        self.pm.unregister(name=name)
+        self.versions.pop(name, None)
+        self._registries.clear()
+
+    def check(self) -> None:
+        """Catch hook implementations whose names match no hook (a misspelt hook name)."""
+        try:
+            self.pm.check_pending()
+        except pluggy.PluginValidationError as exc:
+            plugin = getattr(exc, "plugin", None)
+            name = self.pm.get_name(plugin) if plugin is not None else "?"
+            raise PluginError(f"plugin {name!r}: {exc}") from exc
+
+    # -- registries ------------------------------------------------------------------------
+    def _call_each(self, hook_name: str, make_args: Callable[[str], dict[str, Any]]) -> None:
+        caller = getattr(self.pm.hook, hook_name)
+        # one implementation at a time, so that each registration is attributed to its plugin
+        for impl in reversed(caller.get_hookimpls()):
+            args = make_args(impl.plugin_name)
+            kwargs = {key: args[key] for key in impl.argnames}
+            try:
+                impl.function(**kwargs)
+            except PluginError:
+                raise
+            except Exception as exc:
+                raise PluginError(
+                    f"plugin {impl.plugin_name!r} failed in {hook_name}: {type(exc).__name__}: {exc}"
+                ) from exc
+
+    def registry(self, kind: str) -> Registry:
+        if kind not in self._registries:
+            registry = Registry(kind)
+
+            def make_args(plugin_name: str) -> dict[str, Any]:
+                return {"register": lambda name, obj: registry.add(name, obj, plugin_name)}
+
+            self._call_each(REGISTRY_HOOKS[kind], make_args)
+            self._registries[kind] = registry
+        return self._registries[kind]
+
+    def __getattr__(self, kind: str) -> Registry:
+        if kind in REGISTRY_HOOKS:
+            return self.registry(kind)
+        raise AttributeError(kind)
+
+    def add_commands(self, cli: Any) -> None:
+        self._call_each("register_commands", lambda plugin_name: {"cli": cli})
+
+    def write_reports(self, run: Any) -> None:
+        self._call_each("surveysim_write_report", lambda plugin_name: {"run": run})
+
+    def info(self) -> list[PluginInfo]:
+        out = []
+        for name, plugin in sorted(self.pm.list_name_plugin(), key=lambda item: item[0]):
+            hooks = sorted(caller.name for caller in self.pm.get_hookcallers(plugin) or [])
+            out.append(PluginInfo(name, self.versions.get(name, ""), hooks))
+        return out
+
+
+_default: Plugins | None = None
+
+
+def get_plugins() -> Plugins:
+    """The process-wide plugin set, loaded from entry points on first use."""
+    global _default
+    if _default is None:
+        _default = Plugins()
+    return _default
+
+
+def reset_plugins() -> None:
+    """Forget the loaded plugins (tests use this after changing the environment)."""
+    global _default
+    _default = None

@@ -1,0 +1,203 @@
+"""The interfaces plugins implement, and the objects the core hands them.
+
+These are plain classes to subclass (or duck-type). A plugin object that takes options declares
+a pydantic ``Options`` model (``extra="forbid"``); the core validates the options from the run
+configuration with it and passes the validated model to the constructor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel
+
+from surveysim_core.answers import AnswerDistribution, AnswerType
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A chat prompt: the persona (system) and the survey question (user)."""
+
+    system: str
+    user: str
+
+
+@dataclass
+class ItemSet:
+    """The respondent-items of one split, with everything a model or baseline needs.
+
+    ``items`` has one row per answer: ``subject_id``, ``question``, context columns, ``seq``,
+    ``answer`` (code) and ``answer_text`` (the label a respondent writes); ``prompts[i]`` is the
+    rendered prompt of ``items.iloc[i]``; ``respondents`` are the demographics, indexed by
+    ``subject_id``.
+    """
+
+    items: pd.DataFrame
+    respondents: pd.DataFrame
+    prompts: list[Prompt]
+    answer_types: dict[str, AnswerType]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def question_mask(self, qid: str) -> np.ndarray:
+        return (self.items["question"] == qid).to_numpy()
+
+    def features(self) -> pd.DataFrame:
+        """Items joined with their respondent's demographics (for baselines)."""
+        return self.items.join(self.respondents, on="subject_id")
+
+
+@dataclass
+class Progress:
+    """Progress reporting handed to long-running plugin code (``step`` may be called often)."""
+
+    report: Callable[[str], None] = print
+
+    def __call__(self, message: str) -> None:
+        self.report(message)
+
+
+class Parser(Protocol):
+    def __call__(self, text: str, answer: AnswerType) -> float | None:
+        """The answer code in ``text``, or None when no answer can be read from it."""
+
+
+class Metric:
+    """Compares human answers (codes) with a system's answers (a distribution per item)."""
+
+    name: ClassVar[str] = ""
+    #: "population" metrics compare histograms only; "individual" ones pair respondents
+    level: ClassVar[str] = "population"
+    #: whether the metric needs distances between answers (ordered answer types only)
+    needs_order: ClassVar[bool] = False
+    #: whether the metric needs exact distributions (e.g. log-likelihood)
+    needs_exact: ClassVar[bool] = False
+
+    def __call__(self, human: np.ndarray, model: AnswerDistribution, answer: AnswerType) -> float:
+        raise NotImplementedError
+
+
+@dataclass
+class BaselinePrediction:
+    """One hyper-parameter setting's answers, aligned with ``test.items`` (NaN = no answer)."""
+
+    setting: str
+    params: dict[str, Any]
+    codes: np.ndarray
+
+
+class Baseline:
+    """Predicts answers from demographics (and context) without a language model."""
+
+    Options: ClassVar[type[BaseModel] | None] = None
+
+    def __init__(self, options: BaseModel | None = None):
+        self.options = options
+
+    def predict(self, train: ItemSet, test: ItemSet, seed: int) -> Iterable[BaselinePrediction]:
+        raise NotImplementedError
+
+
+@dataclass
+class Example:
+    """A training example: prompt, the answer text, and what the answer means."""
+
+    prompt: Prompt
+    answer_text: str
+    question: str
+    answer_code: float
+    answer_type: AnswerType
+    subject_id: str = ""
+
+
+class Model(Protocol):
+    """A loaded model that can answer prompts (returned by :meth:`Backend.load`)."""
+
+    def generate(
+        self, prompts: Sequence[Prompt], temperature: float, max_new_tokens: int, seed: int
+    ) -> list[str]:
+        """One generated continuation per prompt; temperature 0 is greedy."""
+
+    def answer_distribution(
+        self, prompts: Sequence[Prompt], answers: Sequence[str], temperatures: Sequence[float]
+    ) -> dict[float, np.ndarray]:
+        """Exact probability of each answer string per prompt, per temperature (optional)."""
+
+
+class Backend:
+    """Fine-tunes a language model on training examples and loads models that answer."""
+
+    Options: ClassVar[type[BaseModel] | None] = None
+
+    def __init__(self, options: BaseModel | None, run_dir: Path, plugins: Any, progress: Progress):
+        self.options = options
+        self.run_dir = run_dir
+        self.plugins = plugins
+        self.progress = progress
+
+    def fine_tune(
+        self,
+        train: Sequence[Example],
+        val: Sequence[Example],
+        loss: Any,
+        out_dir: Path,
+        resume: bool,
+    ) -> Path:
+        """Train, keep the best epoch by validation loss, and return the adapter folder."""
+        raise NotImplementedError
+
+    def load(self, adapter: Path | None) -> Model:
+        """The pre-trained model (``adapter`` None) or the fine-tuned one."""
+        raise NotImplementedError
+
+
+@dataclass
+class Decoded:
+    """A decoder's answers at one temperature for a list of prompts."""
+
+    distribution: AnswerDistribution
+    codes: np.ndarray  # one answer code per prompt (sampled, greedy, ...); NaN = failure
+    texts: list[str] | None = None
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+class Decoder:
+    """Draws answers from a model: sampling, or an exact answer distribution."""
+
+    Options: ClassVar[type[BaseModel] | None] = None
+
+    def __init__(self, options: BaseModel | None = None):
+        self.options = options
+
+    def decode(
+        self,
+        model: Model,
+        prompts: Sequence[Prompt],
+        answer: AnswerType,
+        parse: Callable[[str], float | None],
+        temperatures: Sequence[float],
+        max_new_tokens: int,
+        seed: int,
+    ) -> dict[float, Decoded]:
+        raise NotImplementedError
+
+
+class Sampler:
+    """Draws the demographics of virtual participants."""
+
+    Options: ClassVar[type[BaseModel] | None] = None
+
+    def __init__(self, options: BaseModel | None = None):
+        self.options = options
+
+    def sample(
+        self, respondents: pd.DataFrame, splits: dict[str, list[str]], seed: int, spec: Any = None
+    ) -> pd.DataFrame:
+        """Return virtual participants' demographics, indexed by a subject id."""
+        raise NotImplementedError

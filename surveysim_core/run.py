@@ -1,0 +1,653 @@
+"""Run orchestration: data, split, prompts, systems (baselines and language models), metrics,
+noise floors, report. Every stage writes its result into the run directory, and a resumed run
+skips what is already there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from surveysim_core.answers import AnswerDistribution, AnswerType, answer_type_from_spec
+from surveysim_core.config import RunConfig, validate_options
+from surveysim_core.data import SurveyData, read_table, validate_long
+from surveysim_core.errors import ConfigError, SurveysimError
+from surveysim_core.plugins import Plugins
+from surveysim_core.prompts import PromptRenderer, default_templates, render_demographics
+from surveysim_core.protocols import Example, ItemSet, Progress, Prompt
+from surveysim_core.scoring import METRIC_COLUMNS, floor_rows, score_system, summary_table
+from surveysim_core.split import split_by_subject
+from surveysim_core.survey import Survey
+
+
+def stderr_progress(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Plan:
+    """A validated run configuration with the plugin objects it names."""
+
+    config: RunConfig
+    source: str
+    survey: Survey
+    answer_types: dict[str, AnswerType]
+    metrics: dict[str, Any]
+    parsers: dict[str, list[Any]]
+    baselines: list[tuple[str, Any]]
+    renderer: PromptRenderer
+    backend: tuple[type, Any] | None = None
+    loss: Any = None
+    decoder: Any = None
+    sampler: Any = None
+
+
+@dataclass
+class Run:
+    """A finished (or resumed) run, as handed to ``surveysim_write_report`` hooks."""
+
+    dir: Path
+    plan: Plan
+    metrics: pd.DataFrame
+    settings: pd.DataFrame
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def config(self) -> RunConfig:
+        return self.plan.config
+
+    @property
+    def survey(self) -> Survey:
+        return self.plan.survey
+
+
+def _errors_of(fn, errors: list[str]) -> Any:
+    try:
+        return fn()
+    except SurveysimError as exc:
+        errors.append(str(exc))
+        return None
+
+
+def plan_run(config: RunConfig, source: str, plugins: Plugins) -> Plan:
+    """Resolve every plugin the configuration names and validate each plugin's options.
+
+    All problems are collected and raised together, each naming the file and dotted key.
+    """
+    errors: list[str] = []
+    survey = _errors_of(
+        lambda: plugins.surveys.get(config.survey, where=f"{source}: survey"), errors
+    )
+    if survey is None:
+        raise ConfigError("\n".join(errors))
+    spec = survey.spec
+    wanted = config.questions or [q.id for q in spec.questions]
+    unknown = [q for q in wanted if q not in {x.id for x in spec.questions}]
+    if unknown:
+        errors.append(f"{source}: questions: unknown question(s) {unknown} in survey {spec.name}")
+    answer_types: dict[str, AnswerType] = {}
+    parsers: dict[str, list[Any]] = {}
+    for i, q in enumerate(spec.questions):
+        if q.id not in wanted:
+            continue
+        where = f"{survey.source}: questions.{i}.answer"
+        at = _errors_of(
+            lambda q=q, w=where: answer_type_from_spec(q.answer, plugins.answer_types, w), errors
+        )
+        if at is not None:
+            answer_types[q.id] = at
+        chain = q.parsers or spec.parsers
+        parsers[q.id] = [
+            p for p in (
+                _errors_of(lambda n=n: plugins.parsers.get(n, where=f"{survey.source}: parsers"), errors)
+                for n in chain
+            ) if p is not None
+        ]  # fmt: skip
+    metric_names = config.evaluation.metrics or spec.metrics or list(plugins.metrics)
+    metrics = {}
+    for name in metric_names:
+        cls = _errors_of(
+            lambda n=name: plugins.metrics.get(n, where=f"{source}: evaluation.metrics"), errors
+        )
+        if cls is not None:
+            metrics[name] = cls()
+    for seg in config.evaluation.segments:
+        fld = spec.demographics.get(seg)
+        if fld is None or fld.multi:
+            errors.append(
+                f"{source}: evaluation.segments: {seg!r} is not a single-choice demographic field"
+                f" of {spec.name} ({', '.join(k for k, f in spec.demographics.items() if not f.multi)})"
+            )
+    baselines = []
+    for i, ref in enumerate(config.baselines):
+        where = f"baselines.{i}"
+        cls = _errors_of(
+            lambda r=ref, w=where: plugins.baselines.get(r.name, where=f"{source}: {w}.name"),
+            errors,
+        )
+        if cls is not None:
+            opts = _errors_of(
+                lambda c=cls, r=ref, w=where: validate_options(
+                    c, r.options, f"{w}.options", source
+                ),
+                errors,
+            )
+            baselines.append((ref.name, (cls, opts)))
+    names = [n for n, _ in baselines]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        errors.append(f"{source}: baselines: {dupes} listed twice")
+    backend = loss = decoder = None
+    if config.backend is not None:
+        cls = _errors_of(
+            lambda: plugins.backends.get(config.backend.name, where=f"{source}: backend.name"),
+            errors,
+        )
+        if cls is not None:
+            opts = _errors_of(
+                lambda: validate_options(cls, config.backend.options, "backend.options", source),
+                errors,
+            )
+            backend = (cls, opts)
+        lref = config.backend.loss
+        lcls = _errors_of(
+            lambda: plugins.losses.get(lref.name, where=f"{source}: backend.loss.name"), errors
+        )
+        if lcls is not None:
+            lopts = _errors_of(
+                lambda: validate_options(lcls, lref.options, "backend.loss.options", source), errors
+            )
+            loss = (lcls, lopts)
+        dcls = _errors_of(
+            lambda: plugins.decoders.get(
+                config.decoding.decoder, where=f"{source}: decoding.decoder"
+            ),
+            errors,
+        )
+        if dcls is not None:
+            dopts = _errors_of(
+                lambda: validate_options(dcls, config.decoding.options, "decoding.options", source),
+                errors,
+            )
+            decoder = dcls(dopts)
+    pref = config.evaluation.population
+    scls = _errors_of(
+        lambda: plugins.samplers.get(pref.name, where=f"{source}: evaluation.population.name"),
+        errors,
+    )
+    sampler = None
+    if scls is not None:
+        sopts = _errors_of(
+            lambda: validate_options(scls, pref.options, "evaluation.population.options", source),
+            errors,
+        )
+        sampler = scls(sopts)
+    templates = dict(default_templates())
+    templates.update(_errors_of(lambda: _registered_templates(plugins), errors) or {})
+    templates.update(spec.templates)
+    renderer = PromptRenderer(templates, source=survey.source)
+    for q in spec.questions:
+        if q.id in wanted:
+            _errors_of(lambda q=q: renderer.template(q.template), errors)
+    _errors_of(lambda: renderer.template("system"), errors)
+    if errors:
+        raise ConfigError("\n".join(errors))
+    return Plan(
+        config, source, survey, answer_types, metrics, parsers, baselines, renderer,
+        backend, loss, decoder, sampler,
+    )  # fmt: skip
+
+
+def _registered_templates(plugins: Plugins) -> dict[str, str]:
+    registry = plugins.templates
+    return {name: registry.get(name) for name in registry}
+
+
+# ----------------------------------------------------------------------------------------------
+def config_hash(config: RunConfig) -> str:
+    text = json.dumps(config.model_dump(mode="json"), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def choose_run_dir(config: RunConfig, resume: bool, run_dir: str | None) -> Path:
+    """A new directory per run (never overwriting one), or the latest unfinished one to resume."""
+    if run_dir:
+        return Path(run_dir)
+    base = Path(config.output.dir)
+    digest = config_hash(config)
+    if resume and base.exists():
+        candidates = sorted(
+            (p for p in base.iterdir() if (p / "config.hash").exists()
+             and (p / "config.hash").read_text().strip() == digest),
+            key=lambda p: p.name,
+        )  # fmt: skip
+        if candidates:
+            return candidates[-1]
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = base / f"{config.survey}-{stamp}"
+    suffix = 1
+    while path.exists():
+        path = base / f"{config.survey}-{stamp}-{suffix}"
+        suffix += 1
+    return path
+
+
+def load_data(plan: Plan, run_dir: Path, plugins: Plugins, progress: Progress) -> SurveyData:
+    cfg, survey = plan.config.data, plan.survey
+    if cfg.source == "synthetic":
+        if survey.synthesize is None:
+            raise ConfigError(
+                f"{plan.source}: data.source: survey {survey.name} has no synthetic population; give data.path"
+            )
+        out = run_dir / "data"
+        path = out / "responses.csv"
+        if not path.exists():
+            progress(f"generating synthetic {survey.name} population (seed {cfg.seed})")
+            path = survey.synthesize(out, cfg.subjects or survey.spec.synthetic_subjects, cfg.seed)
+    else:
+        path = Path(cfg.path)
+    progress(f"reading {path}")
+    table = survey.load(path) if survey.load else read_table(path, plugins.data_formats)
+    questions = set(plan.answer_types)
+    if "question" in table.columns:
+        table = table[table["question"].astype(str).isin(questions)]
+    return validate_long(table, survey.spec, plan.answer_types, str(path))
+
+
+def build_items(
+    plan: Plan, data: SurveyData, subject_ids: list[str], render: bool = True
+) -> ItemSet:
+    sub = data.subset(subject_ids)
+    items = sub.responses.sort_values(["subject_id", "seq", "question"], kind="stable").reset_index(
+        drop=True
+    )
+    items["answer_text"] = [
+        plan.answer_types[q].labels[int(i)]
+        for q, i in zip(items["question"], _indices(plan, items), strict=True)
+    ]
+    prompts = render_prompts(plan, items, sub.respondents) if render else []
+    return ItemSet(items, sub.respondents, prompts, plan.answer_types)
+
+
+def _indices(plan: Plan, items: pd.DataFrame) -> np.ndarray:
+    out = np.empty(len(items), dtype=int)
+    for qid, answer in plan.answer_types.items():
+        mask = (items["question"] == qid).to_numpy()
+        out[mask] = answer.index_of(items.loc[mask, "answer"].to_numpy(float))
+    return out
+
+
+def render_prompts(plan: Plan, items: pd.DataFrame, respondents: pd.DataFrame) -> list[Prompt]:
+    spec = plan.survey.spec
+    labels = {name: f.label or name for name, f in spec.demographics.items()}
+    systems: dict[str, str] = {}
+    for sid, row in respondents.iterrows():
+        demo = render_demographics(row.to_dict(), labels)
+        systems[str(sid)] = plan.renderer.render(
+            "system", demographics=demo, respondent=row.to_dict()
+        )
+    questions = {q.id: q for q in spec.questions}
+    prompts = []
+    cache: dict[tuple, str] = {}
+    for rec in items.to_dict("records"):
+        q = questions[rec["question"]]
+        key = (q.id, *(rec[c] for c in q.context))
+        if key not in cache:
+            context = {c: spec.context_values.get(c, {}).get(rec[c], rec[c]) for c in q.context}
+            context_text = " ".join(v for v in context.values() if v)
+            cache[key] = plan.renderer.render(
+                q.template, question=q, answer=plan.answer_types[q.id],
+                context_text=context_text, **context,
+            )  # fmt: skip
+        prompts.append(Prompt(systems[rec["subject_id"]], cache[key]))
+    return prompts
+
+
+def parse_with(plan: Plan, qid: str):
+    chain = plan.parsers[qid]
+    answer = plan.answer_types[qid]
+
+    def parse(text: str) -> float | None:
+        for parser in chain:
+            value = parser(text, answer)
+            if value is not None:
+                return value
+        return None
+
+    return parse
+
+
+# ----------------------------------------------------------------------------------------------
+class RunDir:
+    """Files of one run; every write goes to a temporary name first, then is renamed."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        path.mkdir(parents=True, exist_ok=True)
+
+    def write_text(self, name: str, text: str) -> Path:
+        target = self.path / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(target.name + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(target)
+        return target
+
+    def write_frame(self, name: str, frame: pd.DataFrame) -> Path:
+        target = self.path / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(target.name + ".tmp")
+        if name.endswith(".parquet"):
+            frame.to_parquet(tmp, index=False)
+        else:
+            frame.to_csv(tmp, index=False)
+        tmp.replace(target)
+        return target
+
+    def done(self, name: str) -> bool:
+        return (self.path / name).exists()
+
+
+def execute(
+    config: RunConfig,
+    source: str,
+    plugins: Plugins,
+    resume: bool = False,
+    run_dir: str | None = None,
+    progress: Progress | None = None,
+) -> Run:
+    progress = progress or Progress(stderr_progress)
+    started = time.time()
+    timings: dict[str, float] = {}
+    plan = plan_run(config, source, plugins)
+    path = choose_run_dir(config, resume, run_dir)
+    if path.exists() and (path / "config.hash").exists() and not resume:
+        raise ConfigError(f"{path}: a run is already there; add --resume to continue it")
+    if path.exists() and (path / "config.hash").exists():
+        old = (path / "config.hash").read_text().strip()
+        if old != config_hash(config):
+            raise ConfigError(
+                f"{path}: was started with a different configuration; cannot resume it"
+            )
+        progress(f"resuming {path}")
+    rd = RunDir(path)
+    rd.write_text("config.yaml", yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    rd.write_text("config.hash", config_hash(config) + "\n")
+    progress(f"run directory: {path}")
+
+    tick = time.time()
+    data = load_data(plan, path, plugins, progress)
+    split_cfg = config.split
+    splits = split_by_subject(
+        data.respondents.index, {"train": split_cfg.train, "val": split_cfg.val, "test": split_cfg.test},
+        split_cfg.seed,
+        caps={"train": split_cfg.max_train_subjects, "val": split_cfg.max_val_subjects, "test": split_cfg.max_test_subjects},
+    )  # fmt: skip
+    rd.write_frame(
+        "splits.csv",
+        pd.DataFrame(
+            [(s, name) for name, ids in splits.items() for s in ids],
+            columns=["subject_id", "split"],
+        ),
+    )
+    population = plan.sampler.sample(
+        data.respondents, splits, config.evaluation.seed, plan.survey.spec
+    )
+    missing = [s for s in population.index if s not in data.respondents.index]
+    if missing:
+        raise ConfigError(
+            f"{source}: evaluation.population: scoring needs held-out respondents with answers;"
+            f" {len(missing)} sampled participants have none (use test_split, or `surveysim simulate`)"
+        )
+    needs_prompts = plan.backend is not None
+    train = build_items(plan, data, splits["train"], render=needs_prompts)
+    val = build_items(plan, data, splits["val"], render=needs_prompts)
+    test = build_items(plan, data, list(population.index), render=needs_prompts)
+    progress(
+        f"{len(data.respondents)} subjects, {len(data.responses)} answers;"
+        f" split train/val/test = {len(splits['train'])}/{len(splits['val'])}/{len(test.respondents)} subjects"
+        f" ({len(train)}/{len(val)}/{len(test)} answers)"
+    )
+    timings["data"] = time.time() - tick
+
+    segments = config.evaluation.segments or [
+        s for s in plan.survey.spec.segments if not plan.survey.spec.demographics[s].multi
+    ]
+    all_rows: list[pd.DataFrame] = []
+    settings_rows: list[dict[str, Any]] = []
+    fmt = config.output.predictions_format
+
+    def scored(system, setting, temperature, decoded_dist) -> pd.DataFrame:
+        return pd.DataFrame(
+            score_system(system, setting, temperature, test.items, test.respondents, decoded_dist,
+                         plan.answer_types, plan.metrics, segments),
+            columns=METRIC_COLUMNS,
+        )  # fmt: skip
+
+    def distribution_of(codes: np.ndarray) -> AnswerDistribution:
+        probs = np.zeros((len(test), 0))
+        parts = []
+        for qid, answer in plan.answer_types.items():
+            mask = test.question_mask(qid)
+            if mask.any():
+                parts.append((mask, AnswerDistribution.from_codes(codes[mask], answer)))
+        return _stack(parts, len(test), probs)
+
+    # -- baselines -------------------------------------------------------------------------
+    for name, (cls, opts) in plan.baselines:
+        tick = time.time()
+        metrics_file = f"systems/{name}/metrics.csv"
+        if resume and rd.done(metrics_file):
+            progress(f"baseline {name}: done earlier, kept")
+            all_rows.append(pd.read_csv(path / metrics_file))
+            settings_rows += pd.read_csv(path / f"systems/{name}/settings.csv").to_dict("records")
+            continue
+        progress(f"baseline {name}: fitting")
+        baseline = cls(opts)
+        frames, preds, sets = [], [], []
+        for pred in baseline.predict(train, test, config.evaluation.seed):
+            codes = np.asarray(pred.codes, dtype=float)
+            if codes.shape != (len(test),):
+                raise SurveysimError(
+                    f"baseline {name!r} returned {codes.shape} answers for {len(test)} items"
+                )
+            frames.append(scored(name, pred.setting, None, distribution_of(codes)))
+            preds.append(_prediction_frame(test, name, pred.setting, np.nan, codes, None))
+            sets.append(
+                {
+                    "system": name,
+                    "setting": pred.setting,
+                    "params": json.dumps(pred.params, sort_keys=True),
+                }
+            )
+        rd.write_frame(f"systems/{name}/predictions.{fmt}", pd.concat(preds, ignore_index=True))
+        rd.write_frame(f"systems/{name}/settings.csv", pd.DataFrame(sets))
+        frame = pd.concat(frames, ignore_index=True)
+        rd.write_frame(metrics_file, frame)
+        all_rows.append(frame)
+        settings_rows += sets
+        timings[f"baseline:{name}"] = time.time() - tick
+        progress(f"baseline {name}: {len(sets)} setting(s) in {time.time() - tick:.1f}s")
+
+    # -- language-model systems -------------------------------------------------------------
+    if plan.backend is not None:
+        timings.update(
+            _run_backend(
+                plan,
+                rd,
+                train,
+                val,
+                test,
+                resume,
+                progress,
+                plugins,
+                scored,
+                all_rows,
+                settings_rows,
+            )
+        )
+
+    # -- floors, metrics, report -------------------------------------------------------------
+    floors = pd.DataFrame(
+        floor_rows(test.items, train.items, plan.answer_types, plan.metrics,
+                   config.evaluation.bootstrap, config.evaluation.seed),
+        columns=METRIC_COLUMNS,
+    )  # fmt: skip
+    metrics = pd.concat([*all_rows, floors], ignore_index=True)
+    rd.write_frame("metrics.csv", metrics)
+    settings = pd.DataFrame(settings_rows, columns=["system", "setting", "params"])
+    rd.write_frame("settings.csv", settings)
+    timings["total"] = time.time() - started
+    run = Run(path, plan, metrics, settings, timings)
+    write_report(run)
+    plugins.write_reports(run)
+    rd.write_text("status.json", json.dumps({"finished": True, "timings_s": timings}, indent=2))
+    latest = path.parent / "latest"
+    try:
+        if latest.is_symlink() or latest.exists():
+            latest.unlink()
+        latest.symlink_to(path.name)
+    except OSError:
+        pass
+    return run
+
+
+def _stack(parts, n, empty) -> AnswerDistribution:
+    """Answers of several questions (different answer sets) in one distribution object.
+
+    Metrics only ever see one question at a time (``score_system`` cuts the rows back to that
+    question's support), so rows are padded to the widest support.
+    """
+    width = max((p.probs.shape[1] for _, p in parts), default=0)
+    probs = np.zeros((n, width))
+    exact = all(p.exact for _, p in parts) if parts else False
+    for mask, part in parts:
+        probs[mask, : part.probs.shape[1]] = part.probs
+    return AnswerDistribution(probs, exact)
+
+
+def _prediction_frame(test: ItemSet, system, setting, temperature, codes, texts) -> pd.DataFrame:
+    frame = test.items[["subject_id", "question", "seq", "answer"]].copy()
+    for col in test.items.columns:
+        if col not in {"subject_id", "question", "seq", "answer", "answer_text"}:
+            frame[col] = test.items[col]
+    frame = frame.rename(columns={"answer": "true_answer"})
+    frame.insert(0, "temperature", temperature)
+    frame.insert(0, "setting", setting)
+    frame.insert(0, "system", system)
+    frame["answer"] = codes
+    frame["ok"] = np.isfinite(codes)
+    if texts is not None:
+        frame["text"] = texts
+    return frame
+
+
+def _examples(items: ItemSet) -> list[Example]:
+    return [
+        Example(prompt, rec["answer_text"], rec["question"], rec["answer"],
+                items.answer_types[rec["question"]], rec["subject_id"])
+        for prompt, rec in zip(items.prompts, items.items.to_dict("records"), strict=True)
+    ]  # fmt: skip
+
+
+def _run_backend(
+    plan, rd, train, val, test, resume, progress, plugins, scored, all_rows, settings_rows
+):
+    cfg = plan.config
+    timings: dict[str, float] = {}
+    cls, opts = plan.backend
+    backend = cls(opts, rd.path, plugins, progress)
+    lcls, lopts = plan.loss
+    adapter = None
+    for system in cfg.backend.systems:
+        metrics_file = f"systems/{system}/metrics.csv"
+        if resume and rd.done(metrics_file):
+            progress(f"{system}: done earlier, kept")
+            all_rows.append(pd.read_csv(rd.path / metrics_file))
+            settings_rows.append({"system": system, "setting": cfg.backend.name, "params": "{}"})
+            continue
+        tick = time.time()
+        if system == "fine_tuned":
+            progress(f"fine-tuning on {len(train)} answers ({len(val)} for validation)")
+            adapter = backend.fine_tune(
+                _examples(train), _examples(val), lcls(lopts), rd.path / "adapter", resume
+            )
+            timings["fine_tune"] = time.time() - tick
+            tick = time.time()
+        model = backend.load(adapter if system == "fine_tuned" else None)
+        frames, preds = [], []
+        decoded_all: dict[float, list] = {}
+        for qid, answer in plan.answer_types.items():
+            mask = test.question_mask(qid)
+            if not mask.any():
+                continue
+            prompts = [p for p, m in zip(test.prompts, mask, strict=True) if m]
+            progress(
+                f"{system}: answering {len(prompts)} prompts for {qid} at t={cfg.decoding.temperatures}"
+            )
+            decoded = plan.decoder.decode(
+                model, prompts, answer, parse_with(plan, qid), cfg.decoding.temperatures,
+                cfg.decoding.max_new_tokens, cfg.decoding.seed,
+            )  # fmt: skip
+            for t, d in decoded.items():
+                decoded_all.setdefault(t, []).append((mask, d))
+        for t, parts in decoded_all.items():
+            dist = _stack([(m, d.distribution) for m, d in parts], len(test), None)
+            codes = np.full(len(test), np.nan)
+            texts: list[str | None] = [None] * len(test)
+            for mask, d in parts:
+                codes[mask] = d.codes
+                if d.texts is not None:
+                    for i, text in zip(np.nonzero(mask)[0], d.texts, strict=True):
+                        texts[i] = text
+            frames.append(scored(system, cfg.backend.name, t, dist))
+            has_text = any(x is not None for x in texts)
+            preds.append(
+                _prediction_frame(
+                    test, system, cfg.backend.name, t, codes, texts if has_text else None
+                )
+            )
+        fmt = cfg.output.predictions_format
+        rd.write_frame(f"systems/{system}/predictions.{fmt}", pd.concat(preds, ignore_index=True))
+        frame = pd.concat(frames, ignore_index=True)
+        rd.write_frame(metrics_file, frame)
+        all_rows.append(frame)
+        settings_rows.append({"system": system, "setting": cfg.backend.name, "params": "{}"})
+        timings[f"answer:{system}"] = time.time() - tick
+    return timings
+
+
+def write_report(run: Run) -> Path:
+    """``summary.txt`` and an HTML report rendered from the core's report template."""
+    import jinja2
+    from jinja2.sandbox import SandboxedEnvironment
+
+    text = summary_table(run.metrics)
+    (run.dir / "summary.txt").write_text(text + "\n", encoding="utf-8")
+    env = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=True)
+    template = env.from_string(default_templates_html())
+    overall = run.metrics[run.metrics["segment"] == "all"]
+    html = template.render(
+        survey=run.survey.name, run_dir=str(run.dir), summary=text,
+        config=yaml.safe_dump(run.config.model_dump(mode="json"), sort_keys=False),
+        figures=[p.name for p in sorted(run.dir.glob("*.png"))],
+        n_rows=len(run.metrics), n_overall=len(overall), timings=run.timings,
+    )  # fmt: skip
+    path = run.dir / "report.html"
+    path.write_text(html, encoding="utf-8")
+    return path
+
+
+def default_templates_html() -> str:
+    from surveysim_core.prompts import default_templates as _templates
+
+    return _templates()["report.html"]

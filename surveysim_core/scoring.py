@@ -1,0 +1,184 @@
+"""Scoring: metric rows per system, question, temperature and demographic segment, and the noise
+floors every run reports (split-half human agreement, uniform and training-marginal null models).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from surveysim_core.answers import AnswerDistribution, AnswerType
+from surveysim_core.protocols import Metric
+
+METRIC_COLUMNS = [
+    "system", "setting", "question", "temperature", "segment", "metric", "value", "sd", "n",
+]  # fmt: skip
+
+
+def segment_masks(
+    items: pd.DataFrame, respondents: pd.DataFrame, fields: Iterable[str]
+) -> Iterable[tuple[str, np.ndarray]]:
+    """("all", everything), then ("field=option", mask) for each option of each segment field."""
+    yield "all", np.ones(len(items), dtype=bool)
+    for name in fields:
+        values = items["subject_id"].map(respondents[name]).astype(str).to_numpy()
+        for option in sorted(set(values)):
+            yield f"{name}={option}", values == option
+
+
+def applicable(metric: Metric, answer: AnswerType, exact: bool) -> bool:
+    if metric.needs_order and not answer.ordered:
+        return False
+    return not (metric.needs_exact and not exact)
+
+
+def score_system(
+    system: str,
+    setting: str,
+    temperature: float | None,
+    items: pd.DataFrame,
+    respondents: pd.DataFrame,
+    distribution: AnswerDistribution,
+    answer_types: Mapping[str, AnswerType],
+    metrics: Mapping[str, Metric],
+    segments: Iterable[str],
+) -> list[dict[str, Any]]:
+    """Metric rows for one system's answers to the test items (aligned with ``items``)."""
+    rows = []
+    human_all = items["answer"].to_numpy(float)
+    segs = list(segment_masks(items, respondents, segments))
+    for qid in items["question"].unique():
+        qmask = (items["question"] == qid).to_numpy()
+        answer = answer_types[qid]
+        for seg_name, seg_mask in segs:
+            mask = qmask & seg_mask
+            if not mask.any():
+                continue
+            sub = distribution.subset(mask)
+            model = AnswerDistribution(sub.probs[:, : len(answer.support)], sub.exact)
+            human = human_all[mask]
+            for name, metric in metrics.items():
+                if not applicable(metric, answer, distribution.exact):
+                    continue
+                rows.append(
+                    {
+                        "system": system,
+                        "setting": setting,
+                        "question": qid,
+                        "temperature": np.nan if temperature is None else float(temperature),
+                        "segment": seg_name,
+                        "metric": name,
+                        "value": metric(human, model, answer),
+                        "sd": np.nan,
+                        "n": int(mask.sum()),
+                    }
+                )
+    return rows
+
+
+def floor_rows(
+    test_items: pd.DataFrame,
+    train_items: pd.DataFrame,
+    answer_types: Mapping[str, AnswerType],
+    metrics: Mapping[str, Metric],
+    bootstrap: int,
+    seed: int,
+) -> list[dict[str, Any]]:
+    """Noise floors on the test set, per question.
+
+    * ``floor:split_half``: the test respondents split at random into two halves; one half's
+      answers are scored as if they were a model's against the other half (population-level
+      metrics only). Repeated ``bootstrap`` times: ``value`` is the mean, ``sd`` the spread.
+      Halves have n/2 answers each, so this floor is slightly pessimistic for n-sized samples.
+    * ``floor:uniform``: every answer equally likely (exact distribution).
+    * ``floor:marginal``: the training split's answer distribution for the question (exact).
+    """
+    rng = np.random.default_rng(seed)
+    rows: list[dict[str, Any]] = []
+
+    def row(system, qid, name, value, sd, n):
+        return {
+            "system": system, "setting": "", "question": qid, "temperature": np.nan,
+            "segment": "all", "metric": name, "value": value, "sd": sd, "n": n,
+        }  # fmt: skip
+
+    for qid in test_items["question"].unique():
+        answer = answer_types[qid]
+        human = test_items.loc[test_items["question"] == qid, "answer"].to_numpy(float)
+        n = len(human)
+        k = len(answer.support)
+        population = {
+            name: m for name, m in metrics.items()
+            if m.level == "population" and applicable(m, answer, exact=False)
+        }  # fmt: skip
+        if n >= 4 and population:
+            draws: dict[str, list[float]] = {name: [] for name in population}
+            for _ in range(bootstrap):
+                order = rng.permutation(n)
+                a, b = human[order[: n // 2]], human[order[n // 2 :]]
+                as_model = AnswerDistribution.from_codes(b, answer)
+                for name, metric in population.items():
+                    draws[name].append(metric(a, as_model, answer))
+            for name, values in draws.items():
+                values_arr = np.asarray(values, float)
+                rows.append(
+                    row("floor:split_half", qid, name, float(np.nanmean(values_arr)),
+                        float(np.nanstd(values_arr, ddof=1)), n)
+                )  # fmt: skip
+        uniform = np.full(k, 1.0 / k)
+        train_codes = train_items.loc[train_items["question"] == qid, "answer"].to_numpy(float)
+        counts = np.bincount(answer.index_of(train_codes), minlength=k).astype(float)[:k]
+        marginal = counts / counts.sum() if counts.sum() else uniform
+        for system, dist in [("floor:uniform", uniform), ("floor:marginal", marginal)]:
+            model = AnswerDistribution.constant(dist, n)
+            for name, metric in metrics.items():
+                if applicable(metric, answer, exact=True):
+                    rows.append(row(system, qid, name, metric(human, model, answer), np.nan, n))
+    return rows
+
+
+def summary_table(
+    metrics: pd.DataFrame, names: Iterable[str] = ("kl", "rmse", "success_rate")
+) -> str:
+    """A readable per-question table of the overall (segment 'all') metrics.
+
+    Systems with many settings (grids) show the setting with the lowest RMSE and the one with the
+    lowest KL.
+    """
+    names = [n for n in names if n in set(metrics["metric"])]
+    overall = metrics[metrics["segment"] == "all"]
+    lines = []
+    for qid in overall["question"].unique():
+        q = overall[overall["question"] == qid]
+        wide = (
+            q.assign(temperature=q["temperature"].fillna(-1.0), setting=q["setting"].fillna(""))
+            .pivot_table(index=["system", "setting", "temperature"], columns="metric",
+                         values="value", aggfunc="first", sort=False)
+            .reset_index()
+        )  # fmt: skip
+        wide["temperature"] = wide["temperature"].where(wide["temperature"] >= 0)
+        shown = []
+        for system, group in wide.groupby("system", sort=False):
+            if group["setting"].nunique() > 3 and {"kl", "rmse"} <= set(group.columns):
+                best_rmse = group.loc[[group["rmse"].idxmin()]].assign(
+                    system=f"{system} (best rmse)"
+                )
+                best_kl = group.loc[[group["kl"].idxmin()]].assign(system=f"{system} (best kl)")
+                shown += [best_rmse, best_kl]
+            else:
+                shown.append(group)
+        table = pd.concat(shown)
+        lines.append(f"\n{qid}")
+        header = f"  {'system':<28} {'t':>5} " + " ".join(f"{n:>13}" for n in names)
+        lines.append(header)
+        lines.append("  " + "-" * (len(header) - 2))
+        for _, r in table.iterrows():
+            t = "" if pd.isna(r["temperature"]) else f"{r['temperature']:g}"
+            vals = " ".join(
+                f"{r[n]:>13.4f}" if n in r and pd.notna(r[n]) else f"{'':>13}" for n in names
+            )
+            lines.append(f"  {r['system']:<28} {t:>5} {vals}")
+    return "\n".join(lines)
