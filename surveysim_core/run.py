@@ -508,8 +508,8 @@ def execute(
     rd.write_frame("settings.csv", settings)
     timings["total"] = time.time() - started
     run = Run(path, plan, metrics, settings, timings)
+    plugins.write_reports(run)  # first, so that the report links the figures plugins draw
     write_report(run)
-    plugins.write_reports(run)
     rd.write_text("status.json", json.dumps({"finished": True, "timings_s": timings}, indent=2))
     latest = path.parent / "latest"
     try:
