@@ -134,3 +134,7 @@ def main() -> None:
     except KeyboardInterrupt:
         click.echo("Interrupted; resume with --resume.", err=True)
         sys.exit(130)
+
+
+if __name__ == "__main__":  # accelerate launch -m surveysim_core.cli run ...
+    main()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ from surveysim_core.survey import Survey
 
 
 def stderr_progress(message: str) -> None:
+    if not is_main_process():
+        return
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
@@ -222,11 +225,14 @@ def choose_run_dir(config: RunConfig, resume: bool, run_dir: str | None) -> Path
     """A new directory per run (never overwriting one), or the latest unfinished one to resume."""
     if run_dir:
         return Path(run_dir)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError("several processes must share one run directory: give --run-dir")
     base = Path(config.output.dir)
     digest = config_hash(config)
     if resume and base.exists():
         candidates = sorted(
-            (p for p in base.iterdir() if (p / "config.hash").exists()
+            # not the ``latest`` symlink: resuming through it would re-point it at itself
+            (p for p in base.iterdir() if not p.is_symlink() and (p / "config.hash").exists()
              and (p / "config.hash").read_text().strip() == digest),
             key=lambda p: p.name,
         )  # fmt: skip
@@ -327,15 +333,28 @@ def parse_with(plan: Plan, qid: str):
 
 
 # ----------------------------------------------------------------------------------------------
+def is_main_process() -> bool:
+    """False in the non-zero ranks of a multi-process launch (accelerate launch, torchrun)."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 class RunDir:
-    """Files of one run; every write goes to a temporary name first, then is renamed."""
+    """Files of one run; every write goes to a temporary name first, then is renamed.
+
+    In a multi-process launch every process computes the same results (backends gather their
+    shards), and only the main process writes.
+    """
 
     def __init__(self, path: Path):
         self.path = path
-        path.mkdir(parents=True, exist_ok=True)
+        self.main = is_main_process()
+        if self.main:
+            path.mkdir(parents=True, exist_ok=True)
 
     def write_text(self, name: str, text: str) -> Path:
         target = self.path / name
+        if not self.main:
+            return target
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(target.name + ".tmp")
         tmp.write_text(text, encoding="utf-8")
@@ -344,6 +363,8 @@ class RunDir:
 
     def write_frame(self, name: str, frame: pd.DataFrame) -> Path:
         target = self.path / name
+        if not self.main:
+            return target
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(target.name + ".tmp")
         if name.endswith(".parquet"):
@@ -508,16 +529,19 @@ def execute(
     rd.write_frame("settings.csv", settings)
     timings["total"] = time.time() - started
     run = Run(path, plan, metrics, settings, timings)
-    plugins.write_reports(run)  # first, so that the report links the figures plugins draw
-    write_report(run)
+    if rd.main:
+        plugins.write_reports(run)  # first, so that the report links the figures plugins draw
+        write_report(run)
     rd.write_text("status.json", json.dumps({"finished": True, "timings_s": timings}, indent=2))
     latest = path.parent / "latest"
-    try:
-        if latest.is_symlink() or latest.exists():
-            latest.unlink()
-        latest.symlink_to(path.name)
-    except OSError:
-        pass
+    if rd.main and path.parent == Path(config.output.dir):
+        try:
+            if latest.is_symlink():
+                latest.unlink()
+            if not latest.exists():
+                latest.symlink_to(path.name)
+        except OSError:
+            pass
     return run
 
 
