@@ -530,7 +530,12 @@ def execute(
     timings["total"] = time.time() - started
     run = Run(path, plan, metrics, settings, timings)
     if rd.main:
-        plugins.write_reports(run)  # first, so that the report links the figures plugins draw
+        # first, so that the report links the figures plugins draw; a failing report plugin
+        # costs its own figure, not the results already written
+        try:
+            plugins.write_reports(run)
+        except SurveysimError as exc:
+            progress(f"warning: {exc}")
         write_report(run)
     rd.write_text("status.json", json.dumps({"finished": True, "timings_s": timings}, indent=2))
     latest = path.parent / "latest"

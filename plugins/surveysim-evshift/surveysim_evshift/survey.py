@@ -25,10 +25,18 @@ def instrument() -> dict:
     return yaml.safe_load((HERE / "questionnaire.yaml").read_text(encoding="utf-8"))
 
 
-def build_survey() -> Survey:
+def build_survey(single_digit: bool = False) -> Survey:
+    """The survey on its 0-100 scale, or (``single_digit``) rescaled to 0-9 as the paper does
+    for its numeric penalty, so that every answer is one digit token."""
     inst = instrument()
     path = Path(str(HERE / "survey.yaml"))
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if single_digit:
+        data["name"] = "evshift-0to9"
+        data["description"] += " Rescaled to 0-9: round(answer * 9 / 100), halves up."
+        for q in data["questions"]:
+            q["text"] = q["text"].replace("from 0 to 100", "from 0 to 9")
+            q["answer"] = {"type": "integer", "min": 0, "max": 9, "bin_width": 1}
     data["templates"] = {
         name: (HERE / value).read_text(encoding="utf-8")
         for name, value in data["templates"].items()
@@ -55,6 +63,8 @@ def build_survey() -> Survey:
         spec = SurveySpec.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, str(path))) from None
+    if single_digit:
+        return Survey(spec=spec, source=str(path), synthesize=synthesize, load=load_rescaled)
     return Survey(spec=spec, source=str(path), synthesize=synthesize)
 
 
@@ -64,4 +74,34 @@ def synthesize(out_dir: Path, subjects: int | None, seed: int) -> Path:
     return write_population(Path(out_dir), n_subjects=subjects or 4045, seed=seed)
 
 
+def to_single_digit(answer: float) -> int:
+    """0-100 to 0-9: ``floor(answer * 9 / 100 + 0.5)`` (halves round up; 50 -> 5, 100 -> 9)."""
+    return int(answer * 9 // 100 + (1 if (answer * 9) % 100 >= 50 else 0))
+
+
+def load_rescaled(path: Path):
+    """Read a 0-100 long-format file (any registered format) and rescale answers to 0-9.
+
+    Answers that are not integers in 0-100 are left as they are, so that validation reports them
+    with their row.
+    """
+    from surveysim_core.data import read_table
+    from surveysim_core.plugins import get_plugins
+
+    table = read_table(path, get_plugins().data_formats)
+
+    def rescale(value):
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            return value
+        if number.is_integer() and 0 <= number <= 100:
+            return to_single_digit(number)
+        return value
+
+    table["answer"] = [rescale(v) for v in table["answer"]]
+    return table
+
+
 SURVEY = build_survey()
+SURVEY_0TO9 = build_survey(single_digit=True)
