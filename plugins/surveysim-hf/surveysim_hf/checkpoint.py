@@ -91,7 +91,9 @@ def finish_checkpoint(
     opt_tensors, opt_scalars = optimizer_to_files(optimizer)
     save_file(opt_tensors, tmp / "optimizer.safetensors")
     write_json(tmp / "optimizer.json", opt_scalars)
-    write_json(tmp / "scheduler.json", {k: v for k, v in scheduler.items() if k != "lr_lambdas"})
+    # LambdaLR keeps its functions out of the state (None); the resumed run rebuilds them
+    scheduler = {**scheduler, "lr_lambdas": [None] * len(scheduler.get("lr_lambdas", []))}
+    write_json(tmp / "scheduler.json", scheduler)
     write_json(tmp / "trainer.json", trainer)
     old = folder.with_name(folder.name + ".old")
     if old.exists():
