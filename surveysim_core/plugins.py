@@ -102,8 +102,10 @@ class Registry:
         if name not in self._entries:
             known = ", ".join(sorted(self._entries)) or "none"
             at = f"{where}: " if where else ""
+            # the singular: "losses" -> "loss", "surveys" -> "survey"
+            one = self.kind[:-2] if self.kind.endswith("sses") else self.kind.removesuffix("s")
             raise PluginError(
-                f"{at}unknown {self.kind[:-1] if self.kind.endswith('s') else self.kind}"
+                f"{at}unknown {one}"
                 f" {name!r}; known: {known}. Is the plugin that provides it installed?"
             )
         return self._entries[name]
