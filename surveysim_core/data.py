@@ -9,6 +9,7 @@ Parquet. Readers for each file format are plugins (``register_data_formats``).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,13 +95,18 @@ def _multi_labels(value: Any) -> tuple[str, ...]:
     return tuple(part.strip() for part in str(value).split(MULTI_SEPARATOR) if part.strip())
 
 
+_WHOLE_NUMBER_TEXT = re.compile(r"-?\d+\.0+")
+
+
 def _context_key(value: Any) -> str:
     """Context values (e.g. an intervention id) as canonical strings: 7, 7.0 and '7' agree."""
     if _is_missing(value):
         return ""
     if isinstance(value, (float, np.floating)) and float(value).is_integer():
         return str(int(value))
-    return str(value).strip()
+    text = str(value).strip()
+    # '7.0' is what pandas writes to CSV for 7 in a column with empty cells (a float column)
+    return text.split(".")[0] if _WHOLE_NUMBER_TEXT.fullmatch(text) else text
 
 
 def validate_long(
@@ -196,8 +202,11 @@ def validate_long(
         for c, v in context.items():
             if v == "":
                 problems.add(f"row {i}, column {c}: empty, but question {qid} needs it")
-        seq = rec.get("seq")
-        seq = 0 if _is_missing(seq) else int(seq)
+        raw_seq = _context_key(rec.get("seq"))
+        if raw_seq and not raw_seq.lstrip("-").isdigit():
+            problems.add(f"row {i}, column seq: {rec.get('seq')!r} is not a whole number")
+            continue
+        seq = int(raw_seq) if raw_seq else 0
         key = (sid, qid, seq, *sorted(context.items()))
         if key in seen:
             problems.add(
