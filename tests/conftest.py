@@ -57,7 +57,9 @@ def synthesize_satisfaction(out_dir: Path, subjects: int | None, seed: int) -> P
 
 def make_satisfaction_survey(**spec_changes) -> Survey:
     spec = SurveySpec.model_validate({**SATISFACTION_SPEC, **spec_changes})
-    return Survey(spec=spec, source="<test satisfaction survey>", synthesize=synthesize_satisfaction)
+    return Survey(
+        spec=spec, source="<test satisfaction survey>", synthesize=synthesize_satisfaction
+    )
 
 
 class SatisfactionPlugin:

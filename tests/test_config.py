@@ -108,7 +108,7 @@ def test_set_errors(tmp_path):
     path = write_config(tmp_path, BASE)
     with pytest.raises(ConfigError, match="has no item 5"):
         load_config(path, ["baselines.5.name=random"])
-    with pytest.raises(ConfigError, match="expected key.path=value"):
+    with pytest.raises(ConfigError, match=r"expected key\.path=value"):
         load_config(path, ["split.seed"])
     with pytest.raises(ConfigError, match=r"split\.trian: unknown key"):
         load_config(path, ["split.trian=0.8"])
@@ -134,7 +134,14 @@ def test_valid_plan_resolves_plugins(tmp_path, plugins):
     assert p.survey.name == "evshift"
     assert list(p.answer_types) == ["initial_preference", "post_intervention_preference"]
     assert [name for name, _ in p.baselines] == ["random", "marginal"]
-    assert set(p.metrics) == {"kl", "rmse", "success_rate", "wasserstein", "representativeness", "nll"}
+    assert set(p.metrics) == {
+        "kl",
+        "rmse",
+        "success_rate",
+        "wasserstein",
+        "representativeness",
+        "nll",
+    }
 
 
 def test_unknown_survey_names_key_and_known_surveys(tmp_path, plugins):
@@ -176,7 +183,7 @@ def test_plugin_options_validated_by_the_plugins_own_model(tmp_path, plugins):
 
 
 def test_segment_must_be_a_single_choice_field(tmp_path, plugins):
-    with pytest.raises(ConfigError, match="evaluation.segments: 'household'"):
+    with pytest.raises(ConfigError, match=r"evaluation\.segments: 'household'"):
         plan(tmp_path, plugins, {**BASE, "evaluation": {"segments": ["household"]}})
 
 
@@ -222,7 +229,7 @@ def test_unknown_decoder_backend_and_loss_are_named(tmp_path, backend_plugins):
     assert "backend.options.sise: unknown key" in message
     assert "backend.loss.name: unknown loss 'fake_los'" in message
     bad = {**BASE, "backend": {"name": "fak", "loss": {"name": "fake_loss"}}}
-    with pytest.raises(ConfigError, match="backend.name: unknown backend 'fak'"):
+    with pytest.raises(ConfigError, match=r"backend\.name: unknown backend 'fak'"):
         plan(tmp_path, backend_plugins, bad)
 
 
@@ -248,7 +255,13 @@ def test_cli_validate_bad_file(tmp_path, runner, cli):
 def test_cli_entry_point_reports_config_errors_with_exit_code_2(tmp_path):
     path = write_config(tmp_path, {**BASE, "split": {"trian": 0.8}})
     proc = subprocess.run(
-        [sys.executable, "-c", "from surveysim_core.cli import main; main()", "validate", str(path)],
+        [
+            sys.executable,
+            "-c",
+            "from surveysim_core.cli import main; main()",
+            "validate",
+            str(path),
+        ],
         capture_output=True,
         text=True,
         timeout=60,

@@ -58,9 +58,7 @@ def test_split_is_random_not_a_slice_of_the_sorted_ids():
 
 def test_caps_keep_a_subset_within_the_same_split():
     full = split_by_subject(IDS, FRACTIONS, seed=2)
-    capped = split_by_subject(
-        IDS, FRACTIONS, seed=2, caps={"train": 50, "val": None, "test": 10}
-    )
+    capped = split_by_subject(IDS, FRACTIONS, seed=2, caps={"train": 50, "val": None, "test": 10})
     assert len(capped["train"]) == 50
     assert len(capped["test"]) == 10
     assert capped["val"] == full["val"]
