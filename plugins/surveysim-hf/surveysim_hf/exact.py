@@ -180,7 +180,7 @@ def _group_sequence(ids, members, trie: Trie):
     for path in paths:
         users[path] += 1
     out = []
-    for m, path in zip(members, paths):
+    for m, path in zip(members, paths, strict=True):
         last = path[-1]
         offset = len(tokens)
         tokens.extend(int(t) for t in trie.token)
@@ -300,7 +300,7 @@ def answer_distribution(
             p0 = prompts[0]
             bad = [
                 a
-                for a, at in zip(trie.answers, trie.answer_tokens)
+                for a, at in zip(trie.answers, trie.answer_tokens, strict=True)
                 if tokenizer(p0 + a, add_special_tokens=add_special_tokens)["input_ids"]
                 != ids[0] + at
             ]
