@@ -36,6 +36,9 @@ REGISTRY_HOOKS = {
     "data_formats": "register_data_formats",
 }
 
+#: registries whose string values are data (Jinja source text), never "module:attr" paths
+TEXT_REGISTRIES = {"templates"}
+
 
 @dataclass
 class Entry:
@@ -44,13 +47,14 @@ class Entry:
     name: str
     target: Any
     plugin: str
+    lazy: bool = True  # whether a string target is a "module:attr" path to import
     _resolved: Any = field(default=None, repr=False)
 
     def load(self) -> Any:
         """Return the object, importing it first if it was registered as ``"module:attr"``."""
         if self._resolved is None:
             target = self.target
-            if isinstance(target, str):
+            if isinstance(target, str) and self.lazy:
                 module_name, _, attribute = target.partition(":")
                 try:
                     obj = importlib.import_module(module_name)
@@ -87,7 +91,7 @@ class Registry:
                 f"{self.kind} {name!r} is registered by two plugins: {other!r} and {plugin!r};"
                 f" block one with SURVEYSIM_BLOCK_PLUGINS={plugin}"
             )
-        self._entries[name] = Entry(name, target, plugin)
+        self._entries[name] = Entry(name, target, plugin, lazy=self.kind not in TEXT_REGISTRIES)
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries
