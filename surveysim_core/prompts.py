@@ -78,7 +78,8 @@ class PromptRenderer:
                 ) from None
         return self._compiled[name]
 
-    def render(self, name: str, **context: Any) -> str:
+    # ``name`` is positional-only so that templates may use a variable called ``name``
+    def render(self, name: str, /, **context: Any) -> str:
         try:
             text = self.template(name).render(**context)
         except jinja2.UndefinedError as exc:
