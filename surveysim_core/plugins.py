@@ -233,6 +233,8 @@ class Plugins:
     def info(self) -> list[PluginInfo]:
         out = []
         for name, plugin in sorted(self.pm.list_name_plugin(), key=lambda item: item[0]):
+            if self.pm.is_blocked(name):  # pluggy lists a blocked name with no plugin object
+                continue
             hooks = sorted(caller.name for caller in self.pm.get_hookcallers(plugin) or [])
             out.append(PluginInfo(name, self.versions.get(name, ""), hooks))
         return out
