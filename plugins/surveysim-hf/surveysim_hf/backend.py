@@ -40,9 +40,13 @@ class HFBackend(Backend):
     @property
     def accelerator(self) -> Any:
         if self._accelerator is None:
+            import torch
             from accelerate import Accelerator
 
-            self._accelerator = Accelerator()
+            # Accelerate picks multi-process CPU (gloo) only when told it runs on CPU; without a
+            # GPU, a torchrun/accelerate launch with several processes must still share the work
+            launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
+            self._accelerator = Accelerator(cpu=launched and not torch.cuda.is_available())
             self._set_threads()
         return self._accelerator
 
