@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import re
 
 import numpy as np
 import pytest
 import torch
 from scipy import stats
-from surveysim_hf.exact import answer_distribution, parse_leading_answer
-from surveysim_hf.tree import build_answer_trie
 from test_tree_fixtures import (  # noqa: F401  (one_thread is an autouse fixture)
     PERSONAS,
     WORDS,
@@ -20,6 +19,10 @@ from test_tree_fixtures import (  # noqa: F401  (one_thread is an autouse fixtur
     question_text,
     system_text,
 )
+
+# isort: split
+from surveysim_hf.exact import answer_distribution, parse_leading_answer
+from surveysim_hf.tree import build_answer_trie
 
 ANSWERS = [str(i) for i in range(101)]
 PROMPTS = [prompt_text(PERSONAS[0], WORDS[0]), prompt_text(PERSONAS[1], WORDS[3]), "<eos>x"]
@@ -146,7 +149,7 @@ def test_prefix_sharing_matches_unshared():
 def test_peft_lora_model():
     peft = pytest.importorskip("peft")
     tok = make_tokenizer()
-    base = make_model("eager", steps=30, seed=3)
+    base = copy.deepcopy(make_model("eager", steps=30, seed=3))  # peft mutates in place
     torch.manual_seed(0)
     cfg = peft.LoraConfig(
         r=4,

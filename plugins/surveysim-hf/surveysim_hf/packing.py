@@ -1,0 +1,257 @@
+"""Prefix-shared training: one tree sequence per respondent.
+
+A respondent contributes several separate training examples (system/persona turn + question +
+answer) that all start with the same tokens. Instead of running the shared prefix once per
+example we pack them into one sequence::
+
+    [shared prefix][branch 1: rest of example 1][branch 2: rest of example 2] ...
+
+with a tree attention mask (a branch sees the prefix and itself, never another branch) and
+position ids that restart after the prefix for every branch (position = depth in the tree),
+so each branch token computes exactly the hidden state it has in its own separate example.
+
+Boundary handling: :func:`pack_examples` takes the examples *already tokenised as separate
+examples* (exactly as the trainer would feed them) and shares their longest common token
+prefix. The concatenation prefix + branch is therefore the separate example's token sequence
+by construction; no text-level split of the chat template is needed and no BPE merge across
+the boundary can differ. (:func:`examples_from_chat` builds such examples from a chat
+template and checks that the prompt tokens are a prefix of the full example's tokens.)
+
+Labels follow the Hugging Face convention of the separate examples (``labels[i]`` is the
+target at position ``i``, predicted from the state of the token before it, ``-100`` =
+ignored). In the packed sequence the predictor of a token is its *parent*, which is not the
+previous position for the first token of each branch, so the standard shifted HF loss cannot
+be used: :func:`packed_loss` gathers the predictor states explicitly. With
+``prefix_loss="per_branch"`` (default) labelled prefix tokens (whole-text loss) get weight
+``n_branches``, so the loss (mean over label tokens) and all gradients equal those of the
+separate examples batched together; ``"once"`` counts them once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .exact import _PLAIN_HEAD_TYPES, _unwrap
+from .tree import tree_attention_mask
+
+__all__ = [
+    "collate_packed",
+    "examples_from_chat",
+    "pack_examples",
+    "pack_respondent",
+    "packed_loss",
+]
+
+IGNORE = -100
+
+
+def _get(ex, key):
+    return list(ex[key]) if isinstance(ex, dict) else list(ex[0 if key == "input_ids" else 1])
+
+
+def _lcp(seqs: Sequence[Sequence[int]]) -> int:
+    n = min(len(s) for s in seqs)
+    first = seqs[0]
+    for i in range(n):
+        if any(s[i] != first[i] for s in seqs[1:]):
+            return i
+    return n
+
+
+def pack_examples(
+    examples: Sequence[dict | tuple],
+    *,
+    prefix_len: int | None = None,
+    prefix_loss: str = "per_branch",
+) -> dict[str, list]:
+    """Pack separate examples sharing a token prefix into one tree sequence.
+
+    ``examples``: dicts with ``input_ids`` and ``labels`` (HF convention, same length; or
+    ``(input_ids, labels)`` tuples). ``prefix_len``: shared length (default: the longest
+    common token prefix, shortened so every branch keeps at least one token; it must not
+    exceed it). Labels inside the prefix must agree across examples.
+
+    Returns a dict of lists (one sequence, length ``L = prefix + sum of branches``):
+    ``input_ids``, ``parents`` (index of the parent token, -1 for the root), ``position_ids``
+    (depth), ``labels`` (target at this position, -100 if none), ``predictor_index`` (the
+    parent when labelled, else -1), ``loss_weight`` (float), ``n_branches``,
+    ``separate_tokens`` (tokens the separate examples would have processed).
+    """
+    if prefix_loss not in ("per_branch", "once"):
+        raise ValueError("prefix_loss must be 'per_branch' or 'once'")
+    ids = [_get(e, "input_ids") for e in examples]
+    labs = [_get(e, "labels") for e in examples]
+    if not ids:
+        raise ValueError("no examples")
+    for x, y in zip(ids, labs, strict=True):
+        if len(x) != len(y) or not x:
+            raise ValueError("input_ids and labels must be non-empty and of equal length")
+    lcp = min(_lcp(ids), min(len(x) for x in ids) - 1) if len(ids) > 1 else len(ids[0]) - 1
+    if prefix_len is None:
+        prefix_len = lcp
+    elif prefix_len > lcp:
+        raise ValueError(f"prefix_len {prefix_len} exceeds the common prefix {lcp}")
+    c = prefix_len
+    if any(y[:c] != labs[0][:c] for y in labs):
+        raise ValueError("labels differ inside the shared prefix")
+    k = len(ids)
+    pw = float(k) if prefix_loss == "per_branch" else 1.0
+
+    input_ids = list(ids[0][:c])
+    parents = list(range(-1, c - 1))
+    labels = list(labs[0][:c])
+    weights = [pw if y != IGNORE else 0.0 for y in labels]
+    for x, y in zip(ids, labs, strict=True):
+        start = len(input_ids)
+        for j in range(c, len(x)):
+            input_ids.append(x[j])
+            parents.append(start + j - c - 1 if j > c else c - 1)
+            labels.append(y[j])
+            weights.append(1.0 if y[j] != IGNORE else 0.0)
+    depth = np.zeros(len(parents), dtype=np.int64)
+    for i, p in enumerate(parents):
+        depth[i] = depth[p] + 1 if p >= 0 else 0
+    if labels[0] != IGNORE:  # the first token has no predictor (as in HF's shifted loss)
+        labels[0], weights[0] = IGNORE, 0.0
+    pred = [p if y != IGNORE else -1 for p, y in zip(parents, labels, strict=True)]
+    return {
+        "input_ids": input_ids,
+        "parents": parents,
+        "position_ids": depth.tolist(),
+        "labels": labels,
+        "predictor_index": pred,
+        "loss_weight": weights,
+        "n_branches": k,
+        "separate_tokens": sum(len(x) for x in ids),
+    }
+
+
+def pack_respondent(
+    examples: Sequence[dict | tuple], max_tokens: int, **kw
+) -> list[dict[str, list]]:
+    """Pack one respondent's examples, splitting them into several packed sequences so that
+    each stays within ``max_tokens`` (an example longer than that is packed alone)."""
+    ids = [_get(e, "input_ids") for e in examples]
+    c = _lcp(ids) if len(ids) > 1 else 0
+    out, cur, size = [], [], 0
+    for e, x in zip(examples, ids, strict=True):
+        add = len(x) - c
+        if cur and size + add > max_tokens:
+            out.append(pack_examples(cur, **kw))
+            cur, size = [], 0
+        if not cur:
+            size = c
+        cur.append(e)
+        size += add
+    if cur:
+        out.append(pack_examples(cur, **kw))
+    return out
+
+
+def collate_packed(
+    packed: Sequence[dict[str, list]],
+    pad_token_id: int = 0,
+    dtype: torch.dtype = torch.float32,
+    pad_to_multiple_of: int | None = None,
+) -> dict[str, torch.Tensor]:
+    """Right-pad packed sequences into a batch.
+
+    ``input_ids``, ``position_ids``, ``labels``, ``predictor_index`` ``(B, L)`` long;
+    ``loss_weight`` ``(B, L)`` float32; ``attention_mask`` the additive 4D tree mask
+    ``(B, 1, L, L)`` in ``dtype`` (use the model's compute dtype). Padding has label -100,
+    weight 0, position 0 and attends only to itself.
+    """
+    length = max(len(p["input_ids"]) for p in packed)
+    if pad_to_multiple_of:
+        length = -(-length // pad_to_multiple_of) * pad_to_multiple_of
+    b = len(packed)
+
+    def full(key, fill, dt):
+        t = torch.full((b, length), fill, dtype=dt)
+        for i, p in enumerate(packed):
+            t[i, : len(p[key])] = torch.tensor(p[key], dtype=dt)
+        return t
+
+    return {
+        "input_ids": full("input_ids", pad_token_id, torch.long),
+        "position_ids": full("position_ids", 0, torch.long),
+        "labels": full("labels", IGNORE, torch.long),
+        "predictor_index": full("predictor_index", -1, torch.long),
+        "loss_weight": full("loss_weight", 0.0, torch.float32),
+        "attention_mask": tree_attention_mask([p["parents"] for p in packed], length, dtype),
+    }
+
+
+def packed_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Weighted mean token cross-entropy of a packed batch (see module docstring).
+
+    Every labelled token's target is scored from its predictor's (parent's) hidden state. For
+    plain-head model types only the predictor states go through the LM head. Works with
+    peft-wrapped models; differentiable.
+    """
+    base = _unwrap(model)
+    kw = {
+        "input_ids": batch["input_ids"],
+        "attention_mask": batch["attention_mask"],
+        "position_ids": batch["position_ids"],
+        "use_cache": False,
+    }
+    sel = batch["predictor_index"] >= 0
+    rows, cols = torch.nonzero(sel, as_tuple=True)
+    pred = batch["predictor_index"][rows, cols]
+    targets = batch["labels"][rows, cols]
+    w = batch["loss_weight"][rows, cols]
+    if getattr(base.config, "model_type", None) in _PLAIN_HEAD_TYPES and hasattr(
+        base, "get_decoder"
+    ):
+        hidden = base.get_decoder()(**kw).last_hidden_state
+        logits = base.get_output_embeddings()(hidden[rows, pred])
+    else:
+        logits = model(**kw).logits[rows, pred]
+    ce = F.cross_entropy(logits.float(), targets, reduction="none")
+    return (ce * w.to(ce.dtype)).sum() / w.sum().clamp_min(1e-12)
+
+
+def examples_from_chat(
+    tokenizer,
+    system: str | None,
+    qa_pairs: Sequence[tuple[str, str]],
+    *,
+    loss_on: str = "answer",
+    chat_template_kwargs: dict | None = None,
+) -> list[dict[str, list[int]]]:
+    """Separate training examples (one per question) from the tokenizer's chat template.
+
+    Each example is ``apply_chat_template([system, user, assistant])`` tokenised without
+    extra special tokens; ``loss_on="answer"`` labels the tokens after the generation prompt
+    (answer + end-of-turn), ``"all"`` labels every token. Raises if the prompt's tokens are
+    not a prefix of the full example's tokens (a BPE merge across the boundary).
+    """
+    kw = chat_template_kwargs or {}
+    out = []
+    for q, a in qa_pairs:
+        msgs = ([{"role": "system", "content": system}] if system is not None else []) + [
+            {"role": "user", "content": q}
+        ]
+        prompt = tokenizer.apply_chat_template(
+            msgs, tokenize=False, add_generation_prompt=True, **kw
+        )
+        full = tokenizer.apply_chat_template(
+            [*msgs, {"role": "assistant", "content": a}], tokenize=False, **kw
+        )
+        p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        f_ids = tokenizer(full, add_special_tokens=False)["input_ids"]
+        if f_ids[: len(p_ids)] != p_ids:
+            raise ValueError("prompt tokens are not a prefix of the full example tokens")
+        if loss_on == "all":
+            labels = list(f_ids)
+        elif loss_on == "answer":
+            labels = [IGNORE] * len(p_ids) + list(f_ids[len(p_ids) :])
+        else:
+            raise ValueError("loss_on must be 'answer' or 'all'")
+        out.append({"input_ids": list(f_ids), "labels": labels})
+    return out
