@@ -117,6 +117,8 @@ def validate_long(
 ) -> SurveyData:
     """Check a long-format table against a survey and return :class:`SurveyData`.
 
+    Rows of survey questions missing from ``answer_types`` (left out of the run) are skipped.
+
     Raises :class:`DataError` naming the file, row (1-based data row) and column of every
     problem: missing columns, unknown questions or options, answers out of range or not numeric,
     inconsistent demographics within a subject, duplicate rows.
@@ -151,6 +153,8 @@ def validate_long(
         qid = str(rec["question"]).strip()
         if qid not in questions:
             problems.add(f"row {i}: unknown question {qid!r}; known: {', '.join(questions)}")
+            continue
+        if qid not in answer_types:  # a survey question this run leaves out (``questions:``)
             continue
         demo: dict[str, Any] = {}
         for name, fld in fields.items():

@@ -263,9 +263,8 @@ def load_data(plan: Plan, run_dir: Path, plugins: Plugins, progress: Progress) -
         path = Path(cfg.path)
     progress(f"reading {path}")
     table = survey.load(path) if survey.load else read_table(path, plugins.data_formats)
-    questions = set(plan.answer_types)
-    if "question" in table.columns:
-        table = table[table["question"].astype(str).isin(questions)]
+    # not filtered here: validate_long skips the questions this run leaves out, reports
+    # questions the survey does not have, and keeps row numbers those of the file
     return validate_long(table, survey.spec, plan.answer_types, str(path))
 
 
