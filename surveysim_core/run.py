@@ -170,18 +170,17 @@ def plan_run(config: RunConfig, source: str, plugins: Plugins) -> Plan:
                 lambda: validate_options(lcls, lref.options, "backend.loss.options", source), errors
             )
             loss = (lcls, lopts)
-        dcls = _errors_of(
-            lambda: plugins.decoders.get(
-                config.decoding.decoder, where=f"{source}: decoding.decoder"
-            ),
+    # checked with or without a backend: a misspelt decoder is an error now, not on the GPU run
+    dcls = _errors_of(
+        lambda: plugins.decoders.get(config.decoding.decoder, where=f"{source}: decoding.decoder"),
+        errors,
+    )
+    if dcls is not None:
+        dopts = _errors_of(
+            lambda: validate_options(dcls, config.decoding.options, "decoding.options", source),
             errors,
         )
-        if dcls is not None:
-            dopts = _errors_of(
-                lambda: validate_options(dcls, config.decoding.options, "decoding.options", source),
-                errors,
-            )
-            decoder = dcls(dopts)
+        decoder = dcls(dopts)
     pref = config.evaluation.population
     scls = _errors_of(
         lambda: plugins.samplers.get(pref.name, where=f"{source}: evaluation.population.name"),
