@@ -187,6 +187,15 @@ def test_segment_must_be_a_single_choice_field(tmp_path, plugins):
         plan(tmp_path, plugins, {**BASE, "evaluation": {"segments": ["household"]}})
 
 
+def test_decoder_is_checked_even_without_a_backend(tmp_path, plugins):
+    data = {**BASE, "decoding": {"decoder": "sampel"}}
+    with pytest.raises(ConfigError, match=r"decoding\.decoder: unknown decoder 'sampel'"):
+        plan(tmp_path, plugins, data)
+    data = {**BASE, "decoding": {"decoder": "exact", "options": {"beam": 2}}}
+    with pytest.raises(ConfigError, match=r"decoding\.options: takes no options \(got beam\)"):
+        plan(tmp_path, plugins, data)
+
+
 class FakeBackend(Backend):
     class Options(BaseModel):
         model_config = ConfigDict(extra="forbid")
