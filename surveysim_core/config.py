@@ -28,6 +28,8 @@ class PluginRef(Strict):
 
 
 class DataSection(Strict):
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+
     source: Literal["synthetic", "file"] = Field(
         "synthetic", description="Generate the survey's synthetic population, or read a file."
     )
@@ -108,6 +110,8 @@ class EvaluationSection(Strict):
 
 
 class OutputSection(Strict):
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+
     dir: str = Field("runs", description="Folder under which each run gets its own directory.")
     predictions_format: Literal["csv", "parquet"] = Field(
         "csv", description="File format of per-respondent predictions."

@@ -229,14 +229,17 @@ def choose_run_dir(config: RunConfig, resume: bool, run_dir: str | None) -> Path
     base = Path(config.output.dir)
     digest = config_hash(config)
     if resume and base.exists():
-        candidates = sorted(
+        candidates = [
             # not the ``latest`` symlink: resuming through it would re-point it at itself
-            (p for p in base.iterdir() if not p.is_symlink() and (p / "config.hash").exists()
-             and (p / "config.hash").read_text().strip() == digest),
-            key=lambda p: p.name,
-        )  # fmt: skip
+            p for p in base.iterdir() if not p.is_symlink() and (p / "config.hash").exists()
+            and (p / "config.hash").read_text().strip() == digest
+        ]  # fmt: skip
         if candidates:
-            return candidates[-1]
+            # the newest unfinished run; if all finished, the newest (everything is kept)
+            def newest_unfinished_first(p: Path) -> tuple[bool, float]:
+                return (not (p / "status.json").exists(), (p / "config.hash").stat().st_mtime)
+
+            return max(candidates, key=newest_unfinished_first)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     path = base / f"{config.survey}-{stamp}"
     suffix = 1

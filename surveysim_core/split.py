@@ -24,7 +24,8 @@ def split_by_subject(
     rng = np.random.default_rng(seed)
     order = ids[rng.permutation(len(ids))]
     names = list(fractions)
-    sizes = [int(np.floor(fractions[name] * len(ids))) for name in names]
+    # rounded first, so that float error (0.7 * 10 = 6.999...) does not lose a subject
+    sizes = [int(np.floor(round(fractions[name] * len(ids), 9))) for name in names]
     sizes[0] += len(ids) - sum(sizes)
     out: dict[str, list[str]] = {}
     start = 0
