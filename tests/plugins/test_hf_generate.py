@@ -103,3 +103,21 @@ def test_zero_temperature_never_samples():
     logits = torch.tensor([0.1, 0.3, 0.2])
     new = generate_ids(FixedLogits(logits), [[0]] * 10, range(10), 0.0, 2, 0, set())
     assert new == [[1, 1]] * 10
+
+
+def test_answer_distribution_is_exact_for_single_token_answers(model):
+    answers = [str(d) for d in range(10)]
+    dist = model.answer_distribution(PROMPTS[:2], answers, [1.0, 0.0])
+    assert dist[1.0].shape == (2, 10) and dist[0.0].shape == (2, 10)
+    # independent check: P(d) = p(d | prompt) * p(a non-digit follows | prompt, d)
+    digit_ids = [model.tokenizer.convert_tokens_to_ids(a) for a in answers]
+    ids = model.prompt_ids(PROMPTS[:1])[0]
+    with torch.no_grad():
+        first = torch.softmax(model.model(input_ids=torch.tensor([ids])).logits[0, -1], -1)
+        expected = []
+        for d in digit_ids:
+            after = model.model(input_ids=torch.tensor([[*ids, d]])).logits[0, -1]
+            p_after = torch.softmax(after, -1)
+            p_stop = 1.0 - float(p_after[digit_ids].sum())
+            expected.append(float(first[d]) * p_stop)
+    assert dist[1.0][0].tolist() == pytest.approx(expected, rel=1e-4, abs=1e-7)

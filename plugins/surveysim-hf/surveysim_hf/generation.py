@@ -193,7 +193,19 @@ class HFModel:
     def answer_distribution(
         self, prompts: Sequence[Prompt], answers: Sequence[str], temperatures: Sequence[float]
     ) -> dict[float, np.ndarray]:
-        raise NotImplementedError(
-            "exact answer distributions are provided by surveysim_hf.exact (not part of this"
-            " module); use the 'sample' decoder"
+        """Exact probability of each answer string per prompt and temperature.
+
+        Computed by :func:`surveysim_hf.exact.answer_distribution` (one tree-attention pass per
+        batch); every process computes all prompts.
+        """
+        from surveysim_hf.exact import answer_distribution
+
+        result = answer_distribution(
+            self.model,
+            self.tokenizer,
+            self.prompt_ids(prompts),
+            list(answers),
+            [float(t) for t in temperatures],
+            batch_size=self.batch_size,
         )
+        return {float(t): np.asarray(result.probs[float(t)]) for t in temperatures}
