@@ -118,6 +118,8 @@ class HFModel:
         self.batch_size = batch_size
         self.progress_bars = progress_bars
         self.stop_ids = stop_token_ids(model, tokenizer)
+        #: positions run through the model by answer_distribution (padding included)
+        self.exact_tokens = 0
 
     def prompt_ids(self, prompts: Sequence[Prompt]) -> list[list[int]]:
         """Token ids of each prompt in the model's chat format, ending where the answer starts."""
@@ -191,21 +193,96 @@ class HFModel:
         return [answers[i] for i in range(len(prompts))]
 
     def answer_distribution(
-        self, prompts: Sequence[Prompt], answers: Sequence[str], temperatures: Sequence[float]
+        self,
+        prompts: Sequence[Prompt],
+        answers: Sequence[str],
+        temperatures: Sequence[float],
+        share_prefix: bool | int = True,
     ) -> dict[float, np.ndarray]:
         """Exact probability of each answer string per prompt and temperature.
 
-        Computed by :func:`surveysim_hf.exact.answer_distribution` (one tree-attention pass per
-        batch); every process computes all prompts.
+        Computed by :func:`surveysim_hf.exact.answer_distribution`: one tree-attention pass per
+        batch gives every temperature. Prompts are sorted by (system, user) text so that prompts
+        of the same persona are neighbours, then split across processes in contiguous runs of
+        that order (a persona's prompts stay on one process and share their prefix,
+        ``share_prefix``), answered in chunks (progress bar) and gathered back in order.
         """
-        from surveysim_hf.exact import answer_distribution
+        from accelerate.utils import gather_object
 
-        result = answer_distribution(
-            self.model,
-            self.tokenizer,
-            self.prompt_ids(prompts),
-            list(answers),
-            [float(t) for t in temperatures],
-            batch_size=self.batch_size,
+        prompts = list(prompts)
+        temps = [float(t) for t in temperatures]
+        order = sorted(range(len(prompts)), key=lambda i: (prompts[i].system, prompts[i].user))
+        acc = self.accelerator
+        if acc.num_processes == 1:
+            local = self._distribution_local(
+                [prompts[i] for i in order], answers, temps, share_prefix
+            )
+            pairs = list(zip(order, local, strict=True))
+        else:
+            with acc.split_between_processes(order) as mine:
+                local = self._distribution_local(
+                    [prompts[i] for i in mine], answers, temps, share_prefix
+                )
+                pairs = list(zip(mine, local, strict=True))
+            pairs = gather_object(pairs)
+        rows: dict[int, np.ndarray] = {}
+        for index, row in pairs:
+            if index in rows:
+                raise RuntimeError(f"prompt {index} was answered by two processes")
+            rows[index] = row
+        if len(rows) != len(prompts):
+            raise RuntimeError(f"{len(prompts) - len(rows)} prompts got no answer distribution")
+        k = len(answers)
+        return {
+            t: np.array([rows[i][j] for i in range(len(prompts))]).reshape(len(prompts), k)
+            for j, t in enumerate(temps)
+        }
+
+    def _distribution_local(
+        self,
+        prompts: list[Prompt],
+        answers: Sequence[str],
+        temperatures: list[float],
+        share_prefix: bool | int,
+    ) -> list[np.ndarray]:
+        """One ``(n_temperatures, K)`` array per prompt; prompts arrive sorted by persona."""
+        from surveysim_hf.exact import _output_size, answer_distribution
+        from surveysim_hf.tree import build_answer_trie
+
+        if not prompts:
+            return []
+        ids = self.prompt_ids(prompts)
+        trie = build_answer_trie(self.tokenizer, list(answers), vocab_size=_output_size(self.model))
+        # chunks of whole personas (so sharing is not cut) of about 8 batches, for the bar
+        step = max(1, 8 * self.batch_size)
+        bounds, start = [], 0
+        while start < len(prompts):
+            end = min(len(prompts), start + step)
+            while end < len(prompts) and prompts[end].system == prompts[end - 1].system:
+                end += 1
+            bounds.append((start, end))
+            start = end
+        out: list[np.ndarray] = []
+        bar = tqdm(
+            total=len(prompts),
+            desc="exact answer distribution",
+            unit="prompt",
+            file=sys.stderr,
+            disable=not (self.progress_bars and self.accelerator.is_local_main_process),
         )
-        return {float(t): np.asarray(result.probs[float(t)]) for t in temperatures}
+        for start, end in bounds:
+            result = answer_distribution(
+                self.model,
+                self.tokenizer,
+                ids[start:end],
+                trie,
+                temperatures,
+                share_prefix=share_prefix,
+                batch_size=self.batch_size,
+            )
+            self.exact_tokens += int(result.padded_tokens)
+            stacked = np.stack([np.asarray(result.probs[t]) for t in temperatures], axis=1)
+            out.extend(stacked)
+            bar.update(end - start)
+        bar.close()
+        return out
