@@ -120,3 +120,15 @@ def collate(encoded: Sequence[Any], examples: Sequence[Any], pad_token_id: int) 
         questions=[x.question for x in examples],
         answer_texts=[x.answer_text for x in examples],
     )
+
+
+# -- extension point: losses that run the model themselves (e.g. surveysim-losses) ------------
+def compute_loss(model: Any, loss_fn: Any, batch: LossBatch) -> torch.Tensor:
+    """The loss of one batch: ``loss_fn.training_forward(model, batch)`` when the loss defines it
+    (it runs the model itself, e.g. over prompt + answer trie), else ``loss_fn(logits, labels,
+    batch)`` on the ordinary forward pass over ``batch.input_ids``."""
+    training_forward = getattr(loss_fn, "training_forward", None)
+    if training_forward is not None:
+        return training_forward(model, batch)
+    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+    return loss_fn(logits, batch.labels, batch)

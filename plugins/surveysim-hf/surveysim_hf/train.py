@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from surveysim_core.protocols import Example
 from surveysim_hf import checkpoint as ckpt
-from surveysim_hf.losses import LossBatch, collate
+from surveysim_hf.losses import LossBatch, collate, compute_loss
 from surveysim_hf.options import HFOptions
 from surveysim_hf.texts import EncodedExample, encode_example
 
@@ -304,11 +304,8 @@ def fine_tune(
         with torch.no_grad():
             for start in range(0, len(mine), options.eval_batch_size):
                 batch = batch_of(mine[start : start + options.eval_batch_size], val_encoded, val)
-                logits = model(
-                    input_ids=batch.input_ids, attention_mask=batch.attention_mask
-                ).logits
                 n = batch.label_tokens()
-                total[0] += float(loss_fn(logits, batch.labels, batch)) * n
+                total[0] += float(compute_loss(model, loss_fn, batch)) * n
                 total[1] += n
         model.train()
         total = accelerator.reduce(total, reduction="sum")
@@ -359,10 +356,7 @@ def fine_tune(
             sync = (b + 1 - group_start) == group_size
             context = accelerator.no_sync(model) if not sync else nullcontext()
             with context:
-                logits = model(
-                    input_ids=batch.input_ids, attention_mask=batch.attention_mask
-                ).logits
-                loss = loss_fn(logits, batch.labels, batch) * weight
+                loss = compute_loss(model, loss_fn, batch) * weight
                 accelerator.backward(loss / group_size)
             step_losses.append(float(loss.detach()))
             step_tokens += int(batch.attention_mask.sum()) if weight else 0
