@@ -1,0 +1,109 @@
+"""``numeric_penalty``: the paper's numeric penalty on single-digit answers (0-9 scale).
+
+For an example with true answer ``â`` (a digit) and every candidate answer ``a`` of its answer
+type (the ten digits 0-9 on ``evshift-0to9``)::
+
+    w(a, â) = 1 - |a - â| / d   if |a - â| < d, else 0
+    L_pen   = - mean over examples of  sum_a [ w(a, â) / sum_a' w(a', â) ] * log p(a | x)
+    L       = (1 - alpha) * CE + alpha * L_pen
+
+``p(a | x)`` is the model's softmax over the **full vocabulary** at the first answer position
+(the logits that predict the answer's token), read at the token of digit ``a``: probability
+the model puts on non-digit tokens is not renormalised away, so the penalty also pushes the
+model to answer with a digit. ``CE`` is the usual mean token cross-entropy over the label
+tokens (:func:`surveysim_hf.losses.token_cross_entropy`), so ``alpha = 0`` is exactly
+``cross_entropy``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from surveysim_hf.losses import Loss, LossBatch, token_cross_entropy
+
+from surveysim_losses.kernel import triangular_weights
+from surveysim_losses.options import NumericPenaltyOptions
+
+DIGITS = "0123456789"
+
+
+class SingleDigitError(ValueError):
+    """The paper's penalty was given answers that are not single digits."""
+
+
+def _hint(question: str, detail: str) -> str:
+    return (
+        f"numeric_penalty needs answers that are single digits 0-9 (one token each), but"
+        f" question {question!r} {detail}. Rescale the answers (for the EV-shift survey:"
+        " `survey: evshift-0to9`) or use `backend.loss.name: numeric_penalty_multitoken`,"
+        " which scores whole multi-digit answers without rescaling."
+    )
+
+
+class NumericPenaltyLoss(Loss):
+    """The paper's numeric penalty plus cross-entropy (see the module docstring)."""
+
+    Options = NumericPenaltyOptions
+
+    def __init__(self, options: NumericPenaltyOptions | None = None):
+        super().__init__(options or NumericPenaltyOptions())
+        self.digit_ids: list[int] | None = None
+
+    def prepare(self, tokenizer: Any) -> None:
+        ids = []
+        for digit in DIGITS:
+            tokens = tokenizer(digit, add_special_tokens=False)["input_ids"]
+            if len(tokens) != 1:
+                raise SingleDigitError(
+                    f"numeric_penalty needs every digit to be one token, but the tokenizer"
+                    f" splits {digit!r} into {tokens}"
+                )
+            ids.append(int(tokens[0]))
+        self.digit_ids = ids
+
+    def support(self, batch: LossBatch) -> torch.Tensor:
+        """``(batch, 10)`` bool: which digits are valid answers of each example's question."""
+        valid = torch.zeros((len(batch.answer_codes), len(DIGITS)), dtype=torch.bool)
+        for row, (code, length) in enumerate(
+            zip(batch.answer_codes.tolist(), batch.answer_length.tolist(), strict=True)
+        ):
+            question = batch.questions[row] if batch.questions else "?"
+            answer = batch.answer_types[row] if batch.answer_types else None
+            codes = getattr(answer, "support", None)
+            if codes is None:
+                codes = list(range(10))
+            codes = [float(c) for c in codes]
+            outside = [c for c in codes if not (c.is_integer() and 0 <= c <= 9)]
+            if outside:
+                raise SingleDigitError(
+                    _hint(question, f"has answers up to {max(codes):g} ({answer.describe()})")
+                )
+            if not (float(code).is_integer() and 0 <= code <= 9) or length != 1:
+                raise SingleDigitError(_hint(question, f"has the answer {code:g}"))
+            valid[row, [int(c) for c in codes]] = True
+        return valid
+
+    def penalty(self, logits: torch.Tensor, batch: LossBatch) -> torch.Tensor:
+        """``L_pen`` alone (mean over the batch's examples)."""
+        if self.digit_ids is None:
+            raise RuntimeError("call prepare(tokenizer) before computing the loss")
+        valid = self.support(batch).to(logits.device)
+        rows = torch.arange(logits.size(0), device=logits.device)
+        first = logits[rows, batch.answer_start.to(logits.device) - 1].float()
+        log_p = torch.log_softmax(first, dim=-1)[:, self.digit_ids]  # full-vocabulary softmax
+        answers = batch.answer_codes.to(logits.device)
+        digits = torch.arange(10, device=logits.device)
+        weights = triangular_weights(digits, answers, self.options.d) * valid
+        weights = (weights / weights.sum(dim=1, keepdim=True)).to(log_p.dtype)
+        return -(weights * log_p).sum(dim=1).mean()
+
+    def __call__(
+        self, logits: torch.Tensor, labels: torch.Tensor, batch: LossBatch
+    ) -> torch.Tensor:
+        alpha = self.options.alpha
+        ce = token_cross_entropy(logits, labels)
+        pen = self.penalty(logits, batch)  # also checks the answers when alpha is 0
+        if alpha == 0:
+            return ce
+        return (1 - alpha) * ce + alpha * pen
