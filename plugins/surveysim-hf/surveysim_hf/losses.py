@@ -19,6 +19,15 @@ once with the tokenizer before training (e.g. to look up the token ids of the di
 
 The value returned must be a scalar to minimise; the validation loss that picks the best epoch is
 the same loss, averaged over batches weighted by their number of label tokens.
+
+Packed batches (``packing: true``, the default): the trainer packs each respondent's examples into
+one tree sequence (see :mod:`surveysim_hf.packing`). A loss that can score such a batch implements
+``packed(model, batch)``, where ``batch`` is the dict of :func:`surveysim_hf.packing.collate_packed`
+(``input_ids``, ``position_ids``, the 4D tree ``attention_mask``, ``labels``, ``predictor_index``:
+the position whose logits predict each label, ``loss_weight``), and returns the weighted mean loss.
+``supports_packing`` is true when a class defines ``packed`` at or below the classes that define
+its ``__call__`` and ``training_forward`` (so a subclass that changes those only is never silently
+bypassed); other losses are trained on separate examples, with a log line.
 """
 
 from __future__ import annotations
@@ -76,6 +85,20 @@ class Loss:
     ) -> torch.Tensor:
         raise NotImplementedError
 
+    def packed(self, model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The loss of a packed batch (see the module docstring); optional."""
+        raise NotImplementedError
+
+    @property
+    def supports_packing(self) -> bool:
+        def owner(name: str) -> type:
+            return next(c for c in type(self).__mro__ if name in c.__dict__)
+
+        packed_owner = owner("packed")
+        # ``packed`` must be at least as specific as whatever computes the unpacked loss
+        others = [n for n in ("__call__", "training_forward") if hasattr(self, n)]
+        return packed_owner is not Loss and all(issubclass(packed_owner, owner(n)) for n in others)
+
 
 def token_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean next-token cross-entropy over the positions whose label is not -100."""
@@ -95,6 +118,11 @@ class CrossEntropyLoss(Loss):
         self, logits: torch.Tensor, labels: torch.Tensor, batch: LossBatch
     ) -> torch.Tensor:
         return token_cross_entropy(logits, labels)
+
+    def packed(self, model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        from surveysim_hf.packing import packed_loss
+
+        return packed_loss(model, batch)
 
 
 def collate(encoded: Sequence[Any], examples: Sequence[Any], pad_token_id: int) -> LossBatch:

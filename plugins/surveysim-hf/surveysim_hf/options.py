@@ -69,6 +69,16 @@ class HFOptions(BaseModel):
         description="Save a resumable checkpoint every N optimizer steps (0: epochs only).",
     )
     eval_batch_size: int = Field(16, ge=1, description="Batch size for validation loss.")
+    packing: bool = Field(
+        True,
+        description="Pack each respondent's examples into one sequence (the shared"
+        " system/persona prefix once, one branch per question, tree attention mask); same loss"
+        " and gradients as separate examples, fewer tokens. Losses without packed support fall"
+        " back to separate examples.",
+    )
+    pack_max_tokens: int = Field(
+        2048, ge=16, description="Longest packed sequence; a respondent is split beyond it."
+    )
     # -- answering --------------------------------------------------------------------------
     generation_batch_size: int = Field(16, ge=1, description="Prompts per generation batch.")
     # -- machine ----------------------------------------------------------------------------

@@ -193,7 +193,9 @@ def packed_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     plain-head model types only the predictor states go through the LM head. Works with
     peft-wrapped models; differentiable.
     """
-    base = _unwrap(model)
+    # under DDP the forward must go through the wrapper (gradient synchronisation)
+    ddp = isinstance(model, torch.nn.parallel.DistributedDataParallel)
+    base = _unwrap(model.module if ddp else model)
     kw = {
         "input_ids": batch["input_ids"],
         "attention_mask": batch["attention_mask"],
@@ -205,8 +207,10 @@ def packed_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     pred = batch["predictor_index"][rows, cols]
     targets = batch["labels"][rows, cols]
     w = batch["loss_weight"][rows, cols]
-    if getattr(base.config, "model_type", None) in _PLAIN_HEAD_TYPES and hasattr(
-        base, "get_decoder"
+    if (
+        not ddp
+        and getattr(base.config, "model_type", None) in _PLAIN_HEAD_TYPES
+        and hasattr(base, "get_decoder")
     ):
         hidden = base.get_decoder()(**kw).last_hidden_state
         logits = base.get_output_embeddings()(hidden[rows, pred])

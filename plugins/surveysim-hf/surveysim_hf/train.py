@@ -35,6 +35,7 @@ from surveysim_core.protocols import Example
 from surveysim_hf import checkpoint as ckpt
 from surveysim_hf.losses import LossBatch, collate, compute_loss
 from surveysim_hf.options import HFOptions
+from surveysim_hf.packing import collate_packed, pack_respondent
 from surveysim_hf.texts import EncodedExample, encode_example
 
 LOG_COLUMNS = ["epoch", "step", "split", "loss", "tokens", "seconds"]
@@ -82,6 +83,25 @@ def rank_slice(chunk: list[int], rank: int, world: int) -> tuple[list[int], floa
     if not mine:  # fewer examples than processes: repeat one, contributing nothing
         return chunk[-1:], 0.0
     return mine, 1.0
+
+
+def pack_by_respondent(
+    encoded: Sequence[EncodedExample], examples: Sequence[Example], max_tokens: int
+) -> list[dict[str, Any]]:
+    """One packed tree sequence per respondent (``subject_id``; examples without one stay
+    alone), split where it would exceed ``max_tokens``; in order of first appearance."""
+    groups: dict[str, list[int]] = {}
+    for i, example in enumerate(examples):
+        groups.setdefault(example.subject_id or f"\0{i}", []).append(i)
+    units: list[dict[str, Any]] = []
+    for members in groups.values():
+        units.extend(
+            pack_respondent(
+                [{"input_ids": encoded[i].input_ids, "labels": encoded[i].labels} for i in members],
+                max_tokens,
+            )
+        )
+    return units
 
 
 class TrainLog:
@@ -223,8 +243,30 @@ def fine_tune(
     if cut:
         print_(f"{cut} training/validation texts were longer than max_length; prompts cut")
     pad_id = tokenizer.pad_token_id
-    global_batch = options.batch_size * world
-    batches_per_epoch = math.ceil(len(train) / global_batch)
+    packed = options.packing and bool(getattr(loss_fn, "supports_packing", False))
+    if options.packing and not packed:
+        print_(
+            f"loss {type(loss_fn).__name__} does not support packed batches;"
+            " training on separate examples"
+        )
+    units: list[dict[str, Any]] = []
+    val_units: list[dict[str, Any]] = []
+    unit_batch, eval_unit_batch = options.batch_size, options.eval_batch_size
+    if packed:
+        units = pack_by_respondent(encode, train, options.pack_max_tokens)
+        val_units = pack_by_respondent(val_encoded, val, options.pack_max_tokens)
+        # about batch_size examples per forward pass, as without packing
+        per_unit = len(train) / len(units)
+        unit_batch = max(1, round(options.batch_size / per_unit))
+        eval_unit_batch = max(1, round(options.eval_batch_size / per_unit))
+        saved = 1 - sum(len(u["input_ids"]) for u in units) / sum(len(e.input_ids) for e in encode)
+        print_(
+            f"packed {len(train)} examples into {len(units)} respondent sequences"
+            f" ({saved:.0%} fewer tokens)"
+        )
+    n_units = len(units) if packed else len(train)
+    global_batch = unit_batch * world
+    batches_per_epoch = math.ceil(n_units / global_batch)
     steps_per_epoch = math.ceil(batches_per_epoch / options.gradient_accumulation_steps)
     total_steps = steps_per_epoch * options.epochs
     if options.max_steps is not None:
@@ -257,6 +299,9 @@ def fine_tune(
             f"resuming from step {trainer['global_step']}"
             f" (epoch {trainer['epoch'] + 1}, batch {trainer['batches_done']})"
         )
+    mask_dtype = model.get_input_embeddings().weight.dtype
+    if not mask_dtype.is_floating_point:
+        mask_dtype = torch.float32
     model, optimizer = accelerator.prepare(model, optimizer)
     log = (
         TrainLog(out_dir / "train_log.csv", trainer["log_rows"] if state else None)
@@ -294,18 +339,49 @@ def fine_tune(
             accelerator.device
         )
 
+    def packed_of(indices: list[int], packs: list[dict[str, Any]]) -> dict[str, Any]:
+        chosen = [packs[i] for i in indices]
+        batch = collate_packed(chosen, pad_id, mask_dtype)
+        batch = {key: value.to(accelerator.device) for key, value in batch.items()}
+        batch["tokens"] = sum(len(p["input_ids"]) for p in chosen)
+        return batch
+
+    def forward_loss(indices: list[int], training: bool) -> tuple[torch.Tensor, int, float]:
+        """Loss of a micro-batch, tokens run through the model, label weight (for averaging)."""
+        if packed:
+            pbatch = packed_of(indices, units if training else val_units)
+            return (
+                loss_fn.packed(model, pbatch),
+                pbatch["tokens"],
+                float(pbatch["loss_weight"].sum()),
+            )
+        batch = (
+            batch_of(indices, encode, train) if training else batch_of(indices, val_encoded, val)
+        )
+        return (
+            compute_loss(model, loss_fn, batch),
+            int(batch.attention_mask.sum()),
+            float(batch.label_tokens()),
+        )
+
+    val_tokens = (
+        sum(len(u["input_ids"]) for u in val_units)
+        if packed
+        else sum(len(e.input_ids) for e in val_encoded)
+    )
+
     def validate() -> float | None:
         if not val:
             return None
         model.eval()
-        per = math.ceil(len(val) / world)
-        mine = list(range(rank * per, min(len(val), (rank + 1) * per)))
+        n_val = len(val_units) if packed else len(val)
+        per = math.ceil(n_val / world)
+        mine = list(range(rank * per, min(n_val, (rank + 1) * per)))
         total = torch.zeros(2, dtype=torch.float64, device=accelerator.device)
         with torch.no_grad():
-            for start in range(0, len(mine), options.eval_batch_size):
-                batch = batch_of(mine[start : start + options.eval_batch_size], val_encoded, val)
-                n = batch.label_tokens()
-                total[0] += float(compute_loss(model, loss_fn, batch)) * n
+            for start in range(0, len(mine), eval_unit_batch):
+                value, _, n = forward_loss(mine[start : start + eval_unit_batch], False)
+                total[0] += float(value) * n
                 total[1] += n
         model.train()
         total = accelerator.reduce(total, reduction="sum")
@@ -321,7 +397,7 @@ def fine_tune(
                     trainer["global_step"],
                     "val",
                     val_loss,
-                    sum(len(e.input_ids) for e in val_encoded),
+                    val_tokens,
                     trainer["seconds"],
                 )
             folder = out_dir / "epochs" / f"epoch-{epoch + 1}"
@@ -344,22 +420,22 @@ def fine_tune(
     session_start = time.perf_counter() - trainer["seconds"]
     while trainer["epoch"] < options.epochs and not stopped:
         epoch = trainer["epoch"]
-        order = epoch_order(len(train), options.seed, epoch)
+        order = epoch_order(n_units, options.seed, epoch)
         chunks = [order[i : i + global_batch] for i in range(0, len(order), global_batch)]
         step_losses: list[float] = []
         step_tokens = 0
         for b in range(trainer["batches_done"], len(chunks)):
             indices, weight = rank_slice(chunks[b], rank, world)
-            batch = batch_of(indices, encode, train)
             group_start = b - b % accum
             group_size = min(accum, len(chunks) - group_start)
             sync = (b + 1 - group_start) == group_size
             context = accelerator.no_sync(model) if not sync else nullcontext()
             with context:
-                loss = compute_loss(model, loss_fn, batch) * weight
+                value, batch_tokens, _ = forward_loss(indices, True)
+                loss = value * weight
                 accelerator.backward(loss / group_size)
             step_losses.append(float(loss.detach()))
-            step_tokens += int(batch.attention_mask.sum()) if weight else 0
+            step_tokens += batch_tokens if weight else 0
             trainer["batches_done"] = b + 1
             if not sync:
                 continue

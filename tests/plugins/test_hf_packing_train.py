@@ -1,0 +1,100 @@
+"""Prefix-packed fine-tuning through the trainer equals training on separate examples."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from surveysim_hf.backend import HFBackend
+from surveysim_hf.losses import CrossEntropyLoss
+from surveysim_hf.options import HFOptions
+from surveysim_hf.testing import write_tiny_model
+from surveysim_hf.train import read_train_log
+
+from surveysim_core.protocols import Example, Prompt
+
+QUESTIONS = ["How much do you like cars, 0-9? Score:", "And bikes, 0-9? Score:", "Rain? Score:"]
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    return write_tiny_model(tmp_path_factory.mktemp("tiny"))
+
+
+def respondents(n: int, start: int = 0) -> list[Example]:
+    """``n`` respondents answering the three questions; the persona is the shared prefix."""
+    out = []
+    for i in range(start, start + n):
+        system = f"act as the following character: {{age: {20 + i}, town: t{i % 5}}}"
+        for q, question in enumerate(QUESTIONS):
+            answer = str((i + 3 * q) % 10)
+            out.append(
+                Example(Prompt(system, question), answer, f"q{q}", float(answer), None, f"s{i}")
+            )
+    return out
+
+
+def train(model: Path, run_dir: Path, packing: bool, loss_on: str, loss=None) -> Path:
+    options = HFOptions(
+        model=str(model),
+        packing=packing,
+        loss_on=loss_on,
+        lora_dropout=0.0,
+        learning_rate=1e-2,
+        batch_size=12,  # one step = all 4 respondents x 3 answers, packed or not
+        eval_batch_size=12,
+        epochs=1,
+        progress_bars=False,
+        seed=0,
+    )
+    hf = HFBackend(options, run_dir)
+    return hf.fine_tune(
+        respondents(4), respondents(2, 100), loss or CrossEntropyLoss(), run_dir / "adapter", False
+    )
+
+
+@pytest.mark.parametrize("loss_on", ["answer", "all"])
+def test_packed_training_equals_separate_examples(tiny_model, tmp_path, loss_on):
+    separate = train(tiny_model, tmp_path / "separate", False, loss_on)
+    packed = train(tiny_model, tmp_path / "packed", True, loss_on)
+    rows = {k: read_train_log(d / "train_log.csv") for k, d in (("s", separate), ("p", packed))}
+    (s_train, s_val), (p_train, p_val) = rows["s"], rows["p"]
+    assert s_train["split"] == p_train["split"] == "train" and s_val["split"] == "val"
+    # same loss on the same step and the same validation loss after it
+    assert p_train["loss"] == pytest.approx(s_train["loss"], rel=1e-5)
+    assert p_val["loss"] == pytest.approx(s_val["loss"], rel=1e-5)
+    # fewer tokens run through the model (the persona once per respondent, not per answer)
+    assert p_train["tokens"] < 0.75 * s_train["tokens"]
+    assert p_val["tokens"] < 0.75 * s_val["tokens"]
+    # same gradients: after one AdamW step the adapters agree (B starts at 0, so A's gradient
+    # is exactly 0 in both runs and only B moves, by about lr per element)
+    a = load_file(separate / "adapter_model.safetensors")
+    b = load_file(packed / "adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    moved = 0.0
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], atol=1e-5, rtol=1e-4)
+        if "lora_B" in key:
+            moved = max(moved, float(a[key].abs().max()))
+    assert moved > 1e-3  # the step did change the adapter
+
+
+class CallOnlyLoss(CrossEntropyLoss):
+    """Changes ``__call__`` only: must not be trained through the packed path."""
+
+    calls = 0
+
+    def __call__(self, logits, labels, batch):
+        CallOnlyLoss.calls += 1
+        return super().__call__(logits, labels, batch)
+
+
+def test_loss_without_packed_support_falls_back(tiny_model, tmp_path):
+    assert CrossEntropyLoss().supports_packing and not CallOnlyLoss().supports_packing
+    out = train(tiny_model, tmp_path, True, "answer", CallOnlyLoss())
+    assert CallOnlyLoss.calls >= 2  # one training and one validation batch at least
+    separate = train(tiny_model, tmp_path / "separate", False, "answer")
+    tokens = [r["tokens"] for r in read_train_log(out / "train_log.csv")]
+    assert tokens == [r["tokens"] for r in read_train_log(separate / "train_log.csv")]
