@@ -92,6 +92,11 @@ def plan_run(config: RunConfig, source: str, plugins: Plugins) -> Plan:
     )
     if survey is None:
         raise ConfigError("\n".join(errors))
+    if config.survey_options or survey.Options is not None:
+        if survey.Options is None or survey.configure is None:
+            raise ConfigError(f"{source}: survey_options: survey {survey.name!r} takes no options")
+        options = validate_options(survey, config.survey_options, "survey_options", source)
+        survey = survey.configure(options)
     spec = survey.spec
     wanted = config.questions or [q.id for q in spec.questions]
     unknown = [q for q in wanted if q not in {x.id for x in spec.questions}]

@@ -140,15 +140,18 @@ def floor_rows(
     return rows
 
 
-def summary_table(
-    metrics: pd.DataFrame, names: Iterable[str] = ("kl", "rmse", "success_rate")
-) -> str:
+#: metrics the summary shows when present, and whether lower is better
+SUMMARY_METRICS = {"kl": True, "rmse": True, "accuracy": False, "nll": True, "success_rate": False}
+
+
+def summary_table(metrics: pd.DataFrame, names: Iterable[str] | None = None) -> str:
     """A readable per-question table of the overall (segment 'all') metrics.
 
-    Systems with many settings (grids) show the setting with the lowest RMSE and the one with the
-    lowest KL.
+    Systems with many settings (grids) show their best setting by each shown metric that has a
+    direction (lowest KL, lowest RMSE, highest accuracy), with the setting id.
     """
-    names = [n for n in names if n in set(metrics["metric"])]
+    present = set(metrics["metric"])
+    names = [n for n in (names or SUMMARY_METRICS) if n in present]
     overall = metrics[metrics["segment"] == "all"]
     lines = []
     for qid in overall["question"].unique():
@@ -160,25 +163,27 @@ def summary_table(
             .reset_index()
         )  # fmt: skip
         wide["temperature"] = wide["temperature"].where(wide["temperature"] >= 0)
+        shown_names = [n for n in names if n in wide.columns and wide[n].notna().any()]
         shown = []
         for system, group in wide.groupby("system", sort=False):
-            if group["setting"].nunique() > 3 and {"kl", "rmse"} <= set(group.columns):
-                best_rmse = group.loc[[group["rmse"].idxmin()]].assign(
-                    system=f"{system} (best rmse)"
-                )
-                best_kl = group.loc[[group["kl"].idxmin()]].assign(system=f"{system} (best kl)")
-                shown += [best_rmse, best_kl]
+            criteria = [n for n in shown_names if n != "success_rate" and group[n].notna().any()]
+            if group["setting"].nunique() > 3 and criteria:
+                for n in criteria:
+                    best = group[n].idxmin() if SUMMARY_METRICS.get(n, True) else group[n].idxmax()
+                    label = f"{system} best {n} ({group.loc[best, 'setting']})"
+                    shown.append(group.loc[[best]].assign(system=label))
             else:
                 shown.append(group)
         table = pd.concat(shown)
+        width = max(28, *(len(str(s)) for s in table["system"]))
         lines.append(f"\n{qid}")
-        header = f"  {'system':<28} {'t':>5} " + " ".join(f"{n:>13}" for n in names)
+        header = f"  {'system':<{width}} {'t':>5} " + " ".join(f"{n:>13}" for n in shown_names)
         lines.append(header)
         lines.append("  " + "-" * (len(header) - 2))
         for _, r in table.iterrows():
             t = "" if pd.isna(r["temperature"]) else f"{r['temperature']:g}"
             vals = " ".join(
-                f"{r[n]:>13.4f}" if n in r and pd.notna(r[n]) else f"{'':>13}" for n in names
+                f"{r[n]:>13.4f}" if pd.notna(r[n]) else f"{'':>13}" for n in shown_names
             )
-            lines.append(f"  {r['system']:<28} {t:>5} {vals}")
+            lines.append(f"  {r['system']:<{width}} {t:>5} {vals}")
     return "\n".join(lines)

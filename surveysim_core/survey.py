@@ -91,7 +91,9 @@ class Survey:
 
     ``load(path) -> DataFrame`` reads a special file format into the long format (default: the
     core's CSV/Parquet/JSONL readers). ``synthesize(out_dir, subjects, seed) -> Path`` writes a
-    synthetic long-format file and returns its path.
+    synthetic long-format file and returns its path. A survey that takes options from the run
+    configuration's ``survey_options`` declares their pydantic model as ``Options`` and a
+    ``configure(options) -> Survey`` that returns the survey so configured.
     """
 
     spec: SurveySpec
@@ -99,6 +101,8 @@ class Survey:
     load: Callable[[Path], pd.DataFrame] | None = None
     synthesize: Callable[[Path, int | None, int], Path] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    Options: type | None = None
+    configure: Callable[[Any], Survey] | None = None
 
     @property
     def name(self) -> str:

@@ -279,3 +279,38 @@ def test_cli_entry_point_reports_config_errors_with_exit_code_2(tmp_path):
     assert proc.stderr.startswith("Error: ")
     assert f"{path}: split.trian: unknown key" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+# -- survey options: routed to the survey's own model, never silently ignored -------------------
+def test_survey_options_rejected_for_a_survey_that_takes_none(tmp_path, plugins):
+    with pytest.raises(ConfigError) as err:
+        plan(tmp_path, plugins, {**BASE, "survey_options": {"scale": 9}})
+    assert "survey_options" in str(err.value)
+    assert "takes no options" in str(err.value)
+
+
+def test_survey_options_validated_and_applied(tmp_path, plugins):
+    from pydantic import BaseModel, ConfigDict
+
+    from tests.conftest import SatisfactionPlugin, make_satisfaction_survey
+
+    class Opts(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        wording: str = "How satisfied are you?"
+
+    def configure(options):
+        changed = make_satisfaction_survey()
+        changed.spec.questions[0].text = options.wording
+        return changed
+
+    survey = make_satisfaction_survey()
+    survey.Options, survey.configure = Opts, configure
+    plugins.register(SatisfactionPlugin(survey), "satisfaction-plugin")
+    try:
+        data = {"survey": "satisfaction", "survey_options": {"wording": "Happy?"}}
+        assert plan(tmp_path, plugins, data).survey.spec.questions[0].text == "Happy?"
+        with pytest.raises(ConfigError) as err:
+            plan(tmp_path, plugins, {**data, "survey_options": {"wordnig": "x"}})
+        assert "survey_options.wordnig" in str(err.value)
+    finally:
+        plugins.unregister("satisfaction-plugin")

@@ -241,6 +241,10 @@ def test_evshift_config_through_the_cli(tmp_path, runner, cli):
             "--set",
             "data.subjects=300",
             "--set",
+            "backend=null",  # the language model has its own (slow) tests
+            "--set",
+            "baselines=[{name: random}, {name: marginal}]",
+            "--set",
             f"output.dir={tmp_path}",
         ],
     )
@@ -249,7 +253,8 @@ def test_evshift_config_through_the_cli(tmp_path, runner, cli):
     for text in ["initial_preference", "post_intervention_preference", "floor:split_half"]:
         assert text in out
     header = next(line for line in out.splitlines() if line.strip().startswith("system"))
-    assert header.split() == ["system", "t", "kl", "rmse", "success_rate"]
+    # nll is shown because the exact null models (floors) have it
+    assert header.split() == ["system", "t", "kl", "rmse", "nll", "success_rate"]
     assert f"Results: {tmp_path}" in out
     run_dirs = [p for p in tmp_path.iterdir() if p.is_dir() and not p.is_symlink()]
     assert len(run_dirs) == 1
