@@ -62,24 +62,22 @@ def test_kl_human_given_model_with_half_count_smoothing_by_hand(percent):
     human = [5, 15, 100, 100]  # bins 0, 1, 9, 9 (100 joins the last bin)
     model = [95, 99, 0, NAN]  # bins 9, 9, 0; the failure is left out
     # human counts over 10 bins: bin0 1, bin1 1, bin9 2, others 0; n = 4, so h_k = (c + .5) / 9
-    # model counts: bin0 1, bin9 2, others 0;                       n = 3, so m_k = (c + .5) / 8
+    # model counts: bin0 1, bin9 2, others 0 (3 valid answers), rescaled to the human total 4:
+    #   bin0 4/3, bin9 8/3, so m_k = (c * 4/3 + .5) / 9
     # KL(h || m) = sum h_k log(h_k / m_k):
-    #   bin0:      1.5/9 * log((1.5/9) / (1.5/8)) = 1/6  * log(8/9)
-    #   bin1:      1.5/9 * log((1.5/9) / (0.5/8)) = 1/6  * log(8/3)
-    #   bins 2-8:  7 * 0.5/9 * log(8/9)           = 7/18 * log(8/9)
-    #   bin9:      2.5/9 * log((2.5/9) / (2.5/8)) = 5/18 * log(8/9)
-    expected = (1 / 6 + 7 / 18 + 5 / 18) * math.log(8 / 9) + (1 / 6) * math.log(8 / 3)
-    assert expected == pytest.approx(0.065320, abs=1e-6)
+    #   bin0:      1.5/9 * log(1.5 / (4/3 + .5)) = 1/6  * log(1.5 / (11/6)) = 1/6 * log(9/11)
+    #   bin1:      1.5/9 * log(1.5 / .5)                                    = 1/6 * log(3)
+    #   bins 2-8:  7 * 0.5/9 * log(.5 / .5)                                 = 0
+    #   bin9:      2.5/9 * log(2.5 / (8/3 + .5)) = 5/18 * log(2.5 / (19/6)) = 5/18 * log(15/19)
+    expected = (1 / 6) * math.log(9 / 11) + (1 / 6) * math.log(3) + (5 / 18) * math.log(15 / 19)
+    assert expected == pytest.approx(0.083993, abs=1e-6)
     value = KL()(np.array(human, float), sampled(model, percent), percent)
     assert value == pytest.approx(expected, rel=1e-12)
 
     # the other direction, KL(m || h), is a different number: the direction is fixed
-    reverse = (
-        (1.5 / 8) * math.log((1.5 / 8) / (1.5 / 9))
-        + (0.5 / 8) * math.log((0.5 / 8) / (1.5 / 9))
-        + 7 * (0.5 / 8) * math.log((0.5 / 8) / (0.5 / 9))
-        + (2.5 / 8) * math.log((2.5 / 8) / (2.5 / 9))
-    )
+    h = [1.5 / 9, 1.5 / 9, *[0.5 / 9] * 7, 2.5 / 9]
+    m = [(4 / 3 + 0.5) / 9, 0.5 / 9, *[0.5 / 9] * 7, (8 / 3 + 0.5) / 9]
+    reverse = sum(mk * math.log(mk / hk) for hk, mk in zip(h, m, strict=True))
     assert value != pytest.approx(reverse, rel=1e-3)
 
 
@@ -93,8 +91,9 @@ def test_kl_exact_distribution_uses_expected_counts(five):
     # width-1 bins on 1-5: five bins. Human: 1, 1, 2, 3.
     human = np.array([1, 1, 2, 3], float)
     probs = np.array([[0.5, 0.5, 0, 0, 0], [0, 0, 1.0, 0, 0], [0.2, 0.2, 0.2, 0.2, 0.0]])
-    # expected model counts: [0.7, 0.7, 1.2, 0.2, 0.0], total 2.8 (0.2 of row 3 is failure mass)
-    m = [(c + 0.5) / (2.8 + 2.5) for c in [0.7, 0.7, 1.2, 0.2, 0.0]]
+    # expected model counts: [0.7, 0.7, 1.2, 0.2, 0.0], total 2.8 (0.2 of row 3 is failure mass),
+    # rescaled to the 4 human answers before smoothing
+    m = [(c * 4 / 2.8 + 0.5) / (4 + 2.5) for c in [0.7, 0.7, 1.2, 0.2, 0.0]]
     h = [(c + 0.5) / (4 + 2.5) for c in [2, 1, 1, 0, 0]]
     expected = sum(hk * math.log(hk / mk) for hk, mk in zip(h, m, strict=True))
     value = KL()(human, AnswerDistribution(probs, exact=True), five)

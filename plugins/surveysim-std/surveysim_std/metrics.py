@@ -11,8 +11,12 @@ Choices the paper leaves open, fixed here:
   the model's answer histogram stands in for the humans'. It punishes a model that gives no mass
   where people answer.
 * **Empty bins**: additive (Krichevsky-Trofimov) smoothing of 0.5 pseudo-counts per bin on both
-  histograms, ``h_k = (c_k + 0.5) / (n + 0.5 K)``, with ``n`` the number of answers (expected
-  counts for exact distributions). This keeps KL finite and treats sampled and exact answers alike.
+  histograms, ``h_k = (c_k + 0.5) / (n + 0.5 K)`` with ``n`` the number of human answers. The
+  model's histogram (counts of valid answers, or expected counts for exact distributions) is first
+  rescaled to the same total ``n``, so that the smoothing weighs the same on both sides and a
+  system with few valid answers is not pulled towards uniform (and so rewarded) for failing;
+  ``success_rate`` reports failures. This keeps KL finite and treats sampled and exact answers
+  alike.
 * **Bins**: the answer type's bins (width 10 on 0-100, so ten bins with 100 in the last; width 1
   on 0-9 and on 1-7 scales; one bin per option for categorical answers).
 * **Wasserstein**: the 1-D earth mover's distance between the two answer distributions on the
@@ -48,8 +52,11 @@ def smoothed(counts: np.ndarray) -> np.ndarray:
 
 
 def kl_divergence(human: np.ndarray, model: np.ndarray) -> float:
-    """KL(human || model) of two count vectors over the same bins, after smoothing."""
-    p, q = smoothed(np.asarray(human, float)), smoothed(np.asarray(model, float))
+    """KL(human || model) of two count vectors over the same bins, after rescaling the model's
+    counts to the human total and smoothing both."""
+    human = np.asarray(human, float)
+    model = np.asarray(model, float) * (human.sum() / np.sum(model))
+    p, q = smoothed(human), smoothed(model)
     return float(np.sum(p * np.log(p / q)))
 
 
