@@ -135,69 +135,41 @@ def plan_run(config: RunConfig, source: str, plugins: Plugins) -> Plan:
                 f"{source}: evaluation.segments: {seg!r} is not a single-choice demographic field"
                 f" of {spec.name} ({', '.join(k for k, f in spec.demographics.items() if not f.multi)})"
             )
+
+    def resolve(
+        kind: str, name: str, options: dict[str, Any], key: str, name_key: str = "name"
+    ) -> tuple[Any, Any] | None:
+        """The plugin class registered as ``name`` and its validated options, or None (the
+        problem is recorded). ``key`` is the dotted config key of the plugin reference."""
+        registry = plugins.registry(kind)
+        cls = _errors_of(lambda: registry.get(name, where=f"{source}: {key}.{name_key}"), errors)
+        if cls is None:
+            return None
+        where = f"{key}.options"
+        opts = _errors_of(lambda: validate_options(cls, options, where, source), errors)
+        return cls, opts
+
     baselines = []
     for i, ref in enumerate(config.baselines):
-        where = f"baselines.{i}"
-        cls = _errors_of(
-            lambda r=ref, w=where: plugins.baselines.get(r.name, where=f"{source}: {w}.name"),
-            errors,
-        )
-        if cls is not None:
-            opts = _errors_of(
-                lambda c=cls, r=ref, w=where: validate_options(
-                    c, r.options, f"{w}.options", source
-                ),
-                errors,
-            )
-            baselines.append((ref.name, (cls, opts)))
+        resolved = resolve("baselines", ref.name, ref.options, f"baselines.{i}")
+        if resolved is not None:
+            baselines.append((ref.name, resolved))
     names = [n for n, _ in baselines]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         errors.append(f"{source}: baselines: {dupes} listed twice")
-    backend = loss = decoder = None
+    backend = loss = None
     if config.backend is not None:
-        cls = _errors_of(
-            lambda: plugins.backends.get(config.backend.name, where=f"{source}: backend.name"),
-            errors,
-        )
-        if cls is not None:
-            opts = _errors_of(
-                lambda: validate_options(cls, config.backend.options, "backend.options", source),
-                errors,
-            )
-            backend = (cls, opts)
-        lref = config.backend.loss
-        lcls = _errors_of(
-            lambda: plugins.losses.get(lref.name, where=f"{source}: backend.loss.name"), errors
-        )
-        if lcls is not None:
-            lopts = _errors_of(
-                lambda: validate_options(lcls, lref.options, "backend.loss.options", source), errors
-            )
-            loss = (lcls, lopts)
+        ref = config.backend
+        backend = resolve("backends", ref.name, ref.options, "backend")
+        loss = resolve("losses", ref.loss.name, ref.loss.options, "backend.loss")
     # checked with or without a backend: a misspelt decoder is an error now, not on the GPU run
-    dcls = _errors_of(
-        lambda: plugins.decoders.get(config.decoding.decoder, where=f"{source}: decoding.decoder"),
-        errors,
-    )
-    if dcls is not None:
-        dopts = _errors_of(
-            lambda: validate_options(dcls, config.decoding.options, "decoding.options", source),
-            errors,
-        )
-        decoder = dcls(dopts)
-    pref = config.evaluation.population
-    scls = _errors_of(
-        lambda: plugins.samplers.get(pref.name, where=f"{source}: evaluation.population.name"),
-        errors,
-    )
-    sampler = None
-    if scls is not None:
-        sopts = _errors_of(
-            lambda: validate_options(scls, pref.options, "evaluation.population.options", source),
-            errors,
-        )
-        sampler = scls(sopts)
+    dec = config.decoding
+    resolved = resolve("decoders", dec.decoder, dec.options, "decoding", name_key="decoder")
+    decoder = resolved[0](resolved[1]) if resolved else None
+    pop = config.evaluation.population
+    resolved = resolve("samplers", pop.name, pop.options, "evaluation.population")
+    sampler = resolved[0](resolved[1]) if resolved else None
     templates = dict(default_templates())
     templates.update(_errors_of(lambda: _registered_templates(plugins), errors) or {})
     templates.update(spec.templates)
