@@ -9,7 +9,7 @@ run's metrics.csv. Arms already finished under --out are read, not re-run.
 
 Arms on evshift-0to9 (0-9 scale): cross_entropy; numeric_penalty with d = 2, 5, 10;
 numeric_penalty_multitoken with d = 5 (all at alpha 0.5). ``--wide`` adds a pair on the 0-100
-scale (evshift): cross_entropy and numeric_penalty_multitoken with d = 50.
+scale (evshift): cross_entropy and numeric_penalty_multitoken with d = 55 (5 on 0-9).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ ARMS = {  # name: (survey, loss, loss options)
 }
 WIDE = {
     "cross_entropy_0to100": ("evshift", "cross_entropy", {}),
-    "multitoken_d50_0to100": ("evshift", "numeric_penalty_multitoken", {"alpha": 0.5, "d": 50}),
+    "multitoken_d55_0to100": ("evshift", "numeric_penalty_multitoken", {"alpha": 0.5, "d": 55}),
 }
 
 
