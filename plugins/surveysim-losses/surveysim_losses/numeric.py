@@ -81,6 +81,8 @@ class NumericPenaltyLoss(Loss):
                 )
             if not (float(code).is_integer() and 0 <= code <= 9) or length != 1:
                 raise SingleDigitError(_hint(question, f"has the answer {code:g}"))
+            if float(code) not in codes:
+                raise ValueError(f"answer {code:g} of question {question!r} is not a valid answer")
             valid[row, [int(c) for c in codes]] = True
         return valid
 
