@@ -77,20 +77,36 @@ def finished(arm: str, out: Path) -> Path | None:
 
 
 def table(arms: dict, out: Path) -> pd.DataFrame:
-    rows = []
-    for arm in arms:
+    """One row per arm and question (segment "all"), then the floors of each survey's test
+    split (a uniform answer and the training marginal, from the first finished arm)."""
+    rows, floor_rows, floors_done = [], [], set()
+    metrics = ["kl", "rmse", "success_rate"]
+    for arm, (survey, _, _) in arms.items():
         path = finished(arm, out)
         if path is None:
             continue
         m = pd.read_csv(path)
-        m = m[(m["segment"] == "all") & m["metric"].isin(["kl", "rmse"])]
+        m = m[(m["segment"] == "all") & m["metric"].isin(metrics)]
         for question, part in m.groupby("question"):
             row = {"arm": arm, "question": question}
             for _, r in part.iterrows():
                 row[f"{r['metric']} t={float(r['temperature']):g}"] = r["value"]
             rows.append(row)
+        if survey not in floors_done:
+            floors_done.add(survey)
+            run = pd.read_csv(path.parents[2] / "metrics.csv")
+            run = run[(run["segment"] == "all") & run["metric"].isin(metrics)]
+            for (system, question), part in run.groupby(["system", "question"]):
+                if system not in ("floor:uniform", "floor:marginal"):
+                    continue
+                row = {"arm": f"{system} ({survey})", "question": question}
+                for _, r in part.iterrows():
+                    for t in ("0", "1"):
+                        row[f"{r['metric']} t={t}"] = r["value"]
+                floor_rows.append(row)
+    rows += floor_rows
     frame = pd.DataFrame(rows)
-    cols = ["arm", "question", "kl t=0", "rmse t=0", "kl t=1", "rmse t=1"]
+    cols = ["arm", "question", "kl t=0", "rmse t=0", "kl t=1", "rmse t=1", "success_rate t=1"]
     return frame[[c for c in cols if c in frame.columns]] if rows else frame
 
 
