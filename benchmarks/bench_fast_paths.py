@@ -226,7 +226,8 @@ def main() -> None:
     print(
         f"ours unpacked: {results['ours unpacked']['seconds']:.1f}s; load {load_avg()}", flush=True
     )
-    ref_backend = HFBackend(HFOptions(**base), work / "hf")
+    # a plain Trainer loop gets the model's default attention (sdpa)
+    ref_backend = HFBackend(HFOptions(**base, attention="sdpa"), work / "hf")
     if not args.skip_hf_trainer:
         results["HF Trainer"] = hf_trainer_epoch(ref_backend, train, args.batch_size)
         results["HF Trainer"]["rss"] = peak_rss_mib()

@@ -85,6 +85,11 @@ class HFBackend(Backend):
         dtype = models.compute_dtype(self.options.dtype, device.type)
         tokenizer = models.load_tokenizer(path)
         model = models.load_base_model(path, self.options.quantization, dtype, device)
+        attention = self.options.attention
+        if attention == "auto":
+            attention = "eager" if device.type == "cpu" else None
+        if attention is not None:
+            model.set_attn_implementation(attention)
         self.timings["load_seconds"] = time.perf_counter() - started
         return model, tokenizer
 

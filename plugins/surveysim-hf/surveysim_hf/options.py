@@ -31,6 +31,12 @@ class HFOptions(BaseModel):
         description="Weights and compute dtype; 'auto' is float32 on CPU (bf16 is slow there)"
         " and bfloat16 on a GPU that supports it.",
     )
+    attention: Literal["auto", "eager", "sdpa"] = Field(
+        "auto",
+        description="Attention implementation; 'auto' is eager on CPU (measured faster than sdpa"
+        " with the tree masks of packing and the exact decoder, docs/performance.md) and the"
+        " model's default on a GPU.",
+    )
     # -- LoRA -------------------------------------------------------------------------------
     lora_r: int = Field(8, ge=1, description="LoRA rank.")
     lora_alpha: float = Field(32, gt=0, description="LoRA scaling numerator (alpha / r).")
