@@ -49,7 +49,8 @@ def command(arm: str, spec, args) -> list[str]:
         "backend.options.model": "smollm2-135m-instruct",
         "backend.options.epochs": args.epochs,
         "backend.options.learning_rate": args.lr,
-        "backend.options.seed": 0,
+        "backend.options.seed": args.seed,
+        "split.seed": args.seed,
         "backend.options.progress_bars": "false",
         "decoding.decoder": "exact",
         "decoding.temperatures": "[0.0, 1.0]",
@@ -127,6 +128,7 @@ def main() -> None:
     parser.add_argument("--test-subjects", type=int, default=20)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--seed", type=int, default=0, help="training and split seed")
     parser.add_argument("--arms", nargs="*", help="run only these arms")
     parser.add_argument("--wide", action="store_true", help="add the 0-100 pair")
     parser.add_argument("--table-only", action="store_true", help="print the table, run nothing")
