@@ -593,17 +593,24 @@ def _run_backend(
         model = backend.load(adapter if system == "fine_tuned" else None)
         frames, preds = [], []
         decoded_all: dict[float, list] = {}
+        # questions with the same answers and parsers are decoded in one call, so that a
+        # decoder can share each respondent's persona prefix across all of their questions
+        groups: dict[tuple, list[str]] = {}
         for qid, answer in plan.answer_types.items():
-            mask = test.question_mask(qid)
+            key = (type(answer), tuple(answer.labels), tuple(map(id, plan.parsers[qid])))
+            groups.setdefault(key, []).append(qid)
+        for qids in groups.values():
+            mask = np.isin(test.items["question"].to_numpy(), qids)
             if not mask.any():
                 continue
             prompts = [p for p, m in zip(test.prompts, mask, strict=True) if m]
             progress(
-                f"{system}: answering {len(prompts)} prompts for {qid} at t={cfg.decoding.temperatures}"
+                f"{system}: answering {len(prompts)} prompts ({', '.join(qids)})"
+                f" at t={cfg.decoding.temperatures}"
             )
             decoded = plan.decoder.decode(
-                model, prompts, answer, parse_with(plan, qid), cfg.decoding.temperatures,
-                cfg.decoding.max_new_tokens, cfg.decoding.seed,
+                model, prompts, plan.answer_types[qids[0]], parse_with(plan, qids[0]),
+                cfg.decoding.temperatures, cfg.decoding.max_new_tokens, cfg.decoding.seed,
             )  # fmt: skip
             for t, d in decoded.items():
                 decoded_all.setdefault(t, []).append((mask, d))

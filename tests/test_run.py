@@ -243,6 +243,12 @@ def test_evshift_config_through_the_cli(tmp_path, runner, cli):
             "--set",
             "backend=null",  # the language model has its own (slow) tests
             "--set",
+            "split.max_train_subjects=null",  # the default run's CPU-budget caps, lifted
+            "--set",
+            "split.max_val_subjects=null",
+            "--set",
+            "split.max_test_subjects=null",
+            "--set",
             "baselines=[{name: random}, {name: marginal}]",
             "--set",
             f"output.dir={tmp_path}",
