@@ -433,13 +433,12 @@ def execute(
         )  # fmt: skip
 
     def distribution_of(codes: np.ndarray) -> AnswerDistribution:
-        probs = np.zeros((len(test), 0))
         parts = []
         for qid, answer in plan.answer_types.items():
             mask = test.question_mask(qid)
             if mask.any():
                 parts.append((mask, AnswerDistribution.from_codes(codes[mask], answer)))
-        return _stack(parts, len(test), probs)
+        return _stack(parts, len(test))
 
     # -- baselines -------------------------------------------------------------------------
     for name, (cls, opts) in plan.baselines:
@@ -528,7 +527,7 @@ def execute(
     return run
 
 
-def _stack(parts, n, empty) -> AnswerDistribution:
+def _stack(parts, n) -> AnswerDistribution:
     """Answers of several questions (different answer sets) in one distribution object.
 
     Metrics only ever see one question at a time (``score_system`` cuts the rows back to that
@@ -615,7 +614,7 @@ def _run_backend(
             for t, d in decoded.items():
                 decoded_all.setdefault(t, []).append((mask, d))
         for t, parts in decoded_all.items():
-            dist = _stack([(m, d.distribution) for m, d in parts], len(test), None)
+            dist = _stack([(m, d.distribution) for m, d in parts], len(test))
             codes = np.full(len(test), np.nan)
             texts: list[str | None] = [None] * len(test)
             for mask, d in parts:
@@ -648,7 +647,7 @@ def write_report(run: Run) -> Path:
     text = summary_table(run.metrics)
     (run.dir / "summary.txt").write_text(text + "\n", encoding="utf-8")
     env = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=True)
-    template = env.from_string(default_templates_html())
+    template = env.from_string(default_templates()["report.html"])
     overall = run.metrics[run.metrics["segment"] == "all"]
     html = template.render(
         survey=run.survey.name, run_dir=str(run.dir), summary=text,
@@ -659,9 +658,3 @@ def write_report(run: Run) -> Path:
     path = run.dir / "report.html"
     path.write_text(html, encoding="utf-8")
     return path
-
-
-def default_templates_html() -> str:
-    from surveysim_core.prompts import default_templates as _templates
-
-    return _templates()["report.html"]
