@@ -35,7 +35,6 @@ parser does, computed from the same logits.
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -191,26 +190,67 @@ def _group_sequence(ids, members, trie: Trie):
     return TreeSequence(tokens, parents), out
 
 
+def _log_masses(
+    logits: torch.Tensor, term: torch.Tensor, temperatures: Sequence[float], rows: int = 64
+) -> dict[float, tuple[torch.Tensor, torch.Tensor]]:
+    """For each temperature ``t > 0`` and each row of ``logits`` (R, V): ``log Z_t`` (the
+    log-partition of ``logits / t`` over the full vocabulary) and the log of the terminator
+    mass ``log sum_{v terminal} exp(logits_v / t)``, both float64.
+
+    Works through ``rows`` rows at a time with one reused buffer (no ``(R, V)`` log-softmax per
+    temperature). Both sums are of positive terms, so the terminator mass keeps its relative
+    precision even when it is tiny: the smaller of the terminal / non-terminal token sets is
+    gathered, and when that is the non-terminal set it is zeroed before the terminal sum.
+    """
+    n_rows, vocab = logits.shape
+    n_term = int(term.sum())
+    small_is_term = n_term <= vocab - n_term
+    small = torch.nonzero(term if small_is_term else ~term).flatten().to(logits.device)
+    temps = [t for t in temperatures if t > 0]
+    log_z = {t: torch.empty(n_rows, dtype=torch.float64) for t in temps}
+    log_term = {t: torch.empty(n_rows, dtype=torch.float64) for t in temps}
+    shifted = torch.empty((min(rows, n_rows), vocab), dtype=torch.float32, device=logits.device)
+    scaled = torch.empty_like(shifted)
+    for start in range(0, n_rows, rows):
+        chunk = logits[start : start + rows].float()
+        r = len(chunk)
+        top = chunk.max(dim=-1, keepdim=True).values
+        z = torch.sub(chunk, top, out=shifted[:r])  # <= 0: exp never overflows
+        top = top.squeeze(-1).double().cpu()
+        for t in temps:
+            e = torch.div(z, t, out=scaled[:r]).exp_()
+            small_sum = e[:, small].double().sum(-1)
+            if small_is_term:
+                total, terminal = e.sum(-1).double(), small_sum
+            else:
+                terminal = e.index_fill_(1, small, 0.0).sum(-1).double()
+                total = terminal + small_sum
+            log_z[t][start : start + r] = top / t + total.log().cpu()
+            log_term[t][start : start + r] = top / t + terminal.log().cpu()
+    return {t: (log_z[t], log_term[t]) for t in temps}
+
+
 def _scores(logits: torch.Tensor, trie: Trie, temperatures: Sequence[float]):
     """logits (M, N+1, V) at [root, node_0..node_{N-1}] -> probs per temperature, greedy."""
+    m, k, vocab = logits.shape
     prow = torch.from_numpy(trie.parent + 1)
     tok = torch.from_numpy(trie.token)
     arows = torch.from_numpy(trie.answer_node + 1)
-    term = trie.terminal_mask.to(logits.device)
+    # the logit of each node's token at its parent's row: (M, N)
+    token_logit = logits[:, prow, tok].double().cpu()
+    masses = _log_masses(logits.reshape(m * k, vocab), trie.terminal_mask, temperatures)
     res = {}
-    for t in temperatures:
-        if t <= 0:
-            continue
-        lp = torch.log_softmax(logits.float() / t, dim=-1)
-        step = lp[:, prow, tok].double()  # (M, N)
+    for t, (log_z, log_term) in masses.items():
+        log_z, log_term = log_z.view(m, k), log_term.view(m, k)
+        step = token_logit / t - log_z[:, prow]  # log p_t(node token | parent), (M, N)
         path = torch.zeros_like(step)
         for d in range(int(trie.depth.max()) + 1):
             nodes = np.nonzero(trie.depth == d)[0]
             par = trie.parent[nodes]
             prev = path[:, torch.from_numpy(par)] if d > 0 else 0.0
             path[:, torch.from_numpy(nodes)] = step[:, torch.from_numpy(nodes)] + prev
-        lt = lp[:, arows].masked_fill(~term, -math.inf).logsumexp(-1).double()
-        res[t] = torch.exp(path[:, torch.from_numpy(trie.answer_node)] + lt).cpu().numpy()
+        lt = log_term[:, arows] - log_z[:, arows]  # log P_t(terminate | answer)
+        res[t] = torch.exp(path[:, torch.from_numpy(trie.answer_node)] + lt).numpy()
     am = logits.argmax(-1).cpu().numpy()  # (M, N+1)
     greedy = np.full(len(am), -1, dtype=np.int64)
     termn = trie.terminal_mask.cpu().numpy()
@@ -360,13 +400,9 @@ def answer_distribution(
         rr_t = torch.from_numpy(np.concatenate(rr)).to(device)
         cc_t = torch.from_numpy(np.concatenate(cc)).to(device)
         logits = model_logits_at(model, inputs, rr_t, cc_t).view(len(members), k, -1)
-        chunk = max(1, int(memory_budget_bytes // (4 * k * logits.shape[-1] * 4)))
-        for s in range(0, len(members), chunk):
-            res, gr = _scores(logits[s : s + chunk], trie, temperatures)
-            idx = members[s : s + chunk]
-            greedy[idx] = gr
-            for t, p in res.items():
-                probs[t][idx] = p
+        res, greedy[members] = _scores(logits, trie, temperatures)
+        for t, p in res.items():
+            probs[t][members] = p
     if 0.0 in temperatures:
         onehot = np.zeros((n, trie.n_answers))
         ok = greedy >= 0
