@@ -86,9 +86,7 @@ class HFBackend(Backend):
         tokenizer = models.load_tokenizer(path)
         model = models.load_base_model(path, self.options.quantization, dtype, device)
         attention = self.options.attention
-        if attention == "auto":
-            attention = "eager" if device.type == "cpu" else None
-        if attention is not None:
+        if attention != "auto":  # auto: the model's default (sdpa for most causal LMs)
             model.set_attn_implementation(attention)
         self.timings["load_seconds"] = time.perf_counter() - started
         return model, tokenizer

@@ -33,9 +33,9 @@ class HFOptions(BaseModel):
     )
     attention: Literal["auto", "eager", "sdpa"] = Field(
         "auto",
-        description="Attention implementation; 'auto' is eager on CPU (measured faster than sdpa"
-        " with the tree masks of packing and the exact decoder, docs/performance.md) and the"
-        " model's default on a GPU.",
+        description="Attention implementation; 'auto' keeps the model's default (sdpa for most"
+        " models): on CPU it was measured as fast as eager for training and 1.7x faster for the"
+        " exact decoder's tree masks (benchmarks/bench_attention.py, docs/performance.md).",
     )
     # -- LoRA -------------------------------------------------------------------------------
     lora_r: int = Field(8, ge=1, description="LoRA rank.")
