@@ -8,6 +8,7 @@ Accelerate and the answers gathered back into the original order.
 
 from __future__ import annotations
 
+import inspect
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -41,6 +42,12 @@ def stop_token_ids(model: Any, tokenizer: Any) -> set[int]:
 
 
 @torch.no_grad()
+def _accepts_logits_to_keep(model: Any) -> bool:
+    from surveysim_hf.exact import _unwrap
+
+    return "logits_to_keep" in inspect.signature(_unwrap(model).forward).parameters
+
+
 def generate_ids(
     model: Any,
     prompt_ids: Sequence[Sequence[int]],
@@ -67,6 +74,9 @@ def generate_ids(
     out: list[list[int]] = [[] for _ in range(n)]
     past = None
     step_ids, step_positions = input_ids, positions
+    # only the last position's logits are used: skip the LM head (and a (batch, width, vocab)
+    # tensor) for the rest of the prompt where the model supports it
+    keep = {"logits_to_keep": 1} if _accepts_logits_to_keep(model) else {}
     for _ in range(max_new_tokens):
         result = model(
             input_ids=step_ids,
@@ -74,6 +84,7 @@ def generate_ids(
             position_ids=step_positions,
             past_key_values=past,
             use_cache=True,
+            **keep,
         )
         past = result.past_key_values
         logits = result.logits[:, -1, :].float()
