@@ -7,9 +7,13 @@
 2. KL and RMSE at 5 temperatures on a test split: the exact decoder (one pass gives every
    temperature) vs sampling one answer per prompt per temperature with ``HFModel.generate``;
    both through the core's decoders (``surveysim_std.decoders``) and metric classes.
-3. Achieved FLOP/s (approximation: 2 x N x positions for a forward pass, 6 x N x positions for
-   training, N = all parameters, attention ignored) as a share of a float32 matmul peak measured
-   here, and peak resident memory (``getrusage``).
+3. Achieved FLOP/s as a share of a float32 matmul peak measured here, and the peak resident
+   memory of each phase (sampled from ``/proc/self/statm`` every 20 ms). Positions are counted
+   by hooks on the model while it runs (padding included): ``body`` positions through the
+   decoder, ``head`` positions through the LM head. FLOPs = 2 x (N_body x body + N_head x head)
+   for a forward pass; training with frozen base weights (LoRA) adds the input gradients only,
+   so 4 x (...). N_body: parameters outside the embedding and LM head; N_head: the LM head's;
+   attention scores and LoRA's own matmuls are not counted.
 
 Data: the synthetic EV-shift population, split and rendered by the core's run machinery.
 Model: the plugin's default (SmolLM2-135M-Instruct, offline GGUF converted once and cached).
@@ -25,6 +29,7 @@ import os
 import resource
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -32,8 +37,93 @@ ROOT = Path(__file__).resolve().parents[1]
 TEMPERATURES = [0.0, 0.5, 0.75, 1.0, 1.25]
 
 
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+class PeakRSS:
+    """Peak resident memory (MiB) while the ``with`` block runs, sampled every 20 ms (falls
+    back to the process's lifetime peak from ``getrusage`` where there is no /proc)."""
+
+    def __enter__(self) -> PeakRSS:
+        self.peak = self._now()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._now())
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, self._now())
+
+    @staticmethod
+    def _now() -> float:
+        try:
+            pages = int(Path("/proc/self/statm").read_text().split()[1])
+            return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+        except (OSError, ValueError):
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class Positions:
+    """Counts positions run through every attached model's decoder and LM head."""
+
+    def __init__(self) -> None:
+        self.body = self.head = 0
+
+    def reset(self) -> None:
+        self.body = self.head = 0
+
+    def attach(self, model) -> None:
+        from surveysim_hf.exact import _unwrap
+
+        base = _unwrap(model)
+        base.get_decoder().register_forward_pre_hook(self._on_body, with_kwargs=True)
+        base.get_output_embeddings().register_forward_pre_hook(self._on_head)
+
+    def _on_body(self, module, args, kwargs) -> None:
+        x = kwargs.get("input_ids")
+        if x is None:
+            x = kwargs.get("inputs_embeds", args[0] if args else None)
+        self.body += int(x.shape[0] * x.shape[1])
+
+    def _on_head(self, module, args) -> None:
+        self.head += int(args[0].shape[:-1].numel())
+
+
+POSITIONS = Positions()
+
+
+def count_positions() -> None:
+    """Attach ``POSITIONS`` to every model the hf backend loads from now on."""
+    from surveysim_hf.backend import HFBackend
+
+    original = HFBackend.load_base
+
+    def load_base(self):
+        model, tokenizer = original(self)
+        POSITIONS.attach(model)
+        return model, tokenizer
+
+    HFBackend.load_base = load_base
+
+
+def model_sizes(model) -> tuple[int, int]:
+    """(N_body, N_head): parameters outside the embedding and LM head, and the LM head's."""
+    from surveysim_hf.exact import _unwrap
+
+    base = _unwrap(model)
+    embed = base.get_input_embeddings().weight
+    head = base.get_output_embeddings().weight
+    total = sum(p.numel() for p in base.parameters())  # tied weights are listed once
+    tied = head.data_ptr() == embed.data_ptr()
+    return total - embed.numel() - (0 if tied else head.numel()), head.numel()
+
+
+def flops(sizes: tuple[int, int], body: int, head: int, training: bool) -> float:
+    n_body, n_head = sizes
+    return (4 if training else 2) * (n_body * body + n_head * head)
 
 
 def load_avg() -> str:
@@ -100,11 +190,6 @@ def hf_trainer_epoch(backend, examples, batch_size: int) -> dict:
         prompt_text(tok, e.prompt) + e.answer_text + end_of_turn(tok, e.prompt) for e in examples
     ]
     rows = [tok(t, add_special_tokens=False) for t in texts]
-    collator = DataCollatorForLanguageModeling(tok, mlm=False)
-    positions = 0
-    for start in range(0, len(rows), batch_size):  # what the collator pads each batch to
-        chunk = rows[start : start + batch_size]
-        positions += len(chunk) * max(len(r["input_ids"]) for r in chunk)
     with tempfile.TemporaryDirectory() as out:
         args = TrainingArguments(
             output_dir=out,
@@ -120,17 +205,15 @@ def hf_trainer_epoch(backend, examples, batch_size: int) -> dict:
             seed=0,
         )
         trainer = Trainer(
-            model=model, args=args, train_dataset=[dict(r) for r in rows], data_collator=collator
+            model=model,
+            args=args,
+            train_dataset=[dict(r) for r in rows],
+            data_collator=DataCollatorForLanguageModeling(tok, mlm=False),
         )
         start = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - start
-    return {
-        "seconds": seconds,
-        "positions": positions,
-        "real_tokens": sum(len(r["input_ids"]) for r in rows),
-        "params": sum(p.numel() for p in model.parameters()),
-    }
+    return {"seconds": seconds, "real_tokens": sum(len(r["input_ids"]) for r in rows)}
 
 
 def our_epoch(backend_cls, options, examples, workdir: Path) -> dict:
@@ -145,10 +228,21 @@ def our_epoch(backend_cls, options, examples, workdir: Path) -> dict:
     return {
         "seconds": seconds,
         "loop_seconds": rows[-1]["seconds"],
-        "positions": sum(r["tokens"] for r in rows),
+        "real_tokens": sum(r["tokens"] for r in rows),
         "adapter": adapter,
         "backend": backend,
     }
+
+
+def phase(name: str, results: dict, run) -> dict:
+    """Run one phase, recording its positions and peak memory under ``results[name]``."""
+    POSITIONS.reset()
+    with PeakRSS() as rss:
+        result = run()
+    result.update(body=POSITIONS.body, head=POSITIONS.head, rss=rss.peak)
+    results[name] = result
+    print(f"{name}: {result['seconds']:.1f}s; load {load_avg()}", flush=True)
+    return result
 
 
 def evaluate(plan, model, test, decoder) -> tuple[float, dict]:
@@ -180,7 +274,7 @@ def evaluate(plan, model, test, decoder) -> tuple[float, dict]:
     means = {
         t: tuple(float(np.nanmean([s[i] for s in v])) for i in range(3)) for t, v in scores.items()
     }
-    return seconds, means
+    return {"seconds": seconds, "metrics": means}
 
 
 def main() -> None:
@@ -201,6 +295,7 @@ def main() -> None:
     from surveysim_std.decoders import ExactDecoder, SampleDecoder
 
     print(f"load average at start (1/5/15 min): {load_avg()}; cores: {os.cpu_count()}", flush=True)
+    count_positions()
     work = Path(tempfile.mkdtemp(prefix="bench-fast-paths-"))
     plan, train, test = survey_data(args.respondents, args.test_respondents, work / "data")
     print(
@@ -213,78 +308,76 @@ def main() -> None:
     print(f"float32 matmul peak (2048^2, best of 8): {peak / 1e9:.1f} GFLOP/s", flush=True)
 
     base = dict(model=args.model, epochs=1, batch_size=args.batch_size, progress_bars=False)
-    results = {}
-    results["ours packed"] = our_epoch(
-        HFBackend, HFOptions(**base, packing=True), train, work / "packed"
+    fit: dict[str, dict] = {}
+    packed = phase(
+        "ours packed",
+        fit,
+        lambda: our_epoch(HFBackend, HFOptions(**base, packing=True), train, work / "packed"),
     )
-    results["ours packed"]["rss"] = peak_rss_mib()
-    print(f"ours packed: {results['ours packed']['seconds']:.1f}s; load {load_avg()}", flush=True)
-    results["ours unpacked"] = our_epoch(
-        HFBackend, HFOptions(**base, packing=False), train, work / "unpacked"
+    phase(
+        "ours unpacked",
+        fit,
+        lambda: our_epoch(HFBackend, HFOptions(**base, packing=False), train, work / "unpacked"),
     )
-    results["ours unpacked"]["rss"] = peak_rss_mib()
-    print(
-        f"ours unpacked: {results['ours unpacked']['seconds']:.1f}s; load {load_avg()}", flush=True
-    )
-    # a plain Trainer loop gets the model's default attention (sdpa)
-    ref_backend = HFBackend(HFOptions(**base, attention="sdpa"), work / "hf")
-    if not args.skip_hf_trainer:
-        results["HF Trainer"] = hf_trainer_epoch(ref_backend, train, args.batch_size)
-        results["HF Trainer"]["rss"] = peak_rss_mib()
-        print(f"HF Trainer: {results['HF Trainer']['seconds']:.1f}s; load {load_avg()}", flush=True)
+    if not args.skip_hf_trainer:  # a plain Trainer loop, the model's default attention
+        reference = HFBackend(HFOptions(**base), work / "hf")
+        phase("HF Trainer", fit, lambda: hf_trainer_epoch(reference, train, args.batch_size))
 
-    model = results["ours packed"]["backend"].load(results["ours packed"]["adapter"])
-    params = sum(p.numel() for p in model.model.parameters())
-    t_exact, m_exact = evaluate(plan, model, test, ExactDecoder())
-    exact_positions = model.exact_tokens
-    rss_exact = peak_rss_mib()
-    print(f"exact: {t_exact:.1f}s; load {load_avg()}", flush=True)
-    t_sample, m_sample = evaluate(plan, model, test, SampleDecoder())
-    print(f"sampling: {t_sample:.1f}s; load {load_avg()}", flush=True)
-    prompt_tokens = sum(len(x) for x in model.prompt_ids(test.prompts))
-    # sampling: every prompt once per temperature plus up to 8 new tokens (upper bound)
-    sample_positions = len(TEMPERATURES) * (prompt_tokens + 8 * len(test.prompts))
+    model = packed["backend"].load(packed["adapter"])
+    sizes = model_sizes(model.model)
+    answer: dict[str, dict] = {}
+    exact = phase("exact decoder", answer, lambda: evaluate(plan, model, test, ExactDecoder()))
+    sample = phase(
+        "sampling (HFModel.generate)", answer, lambda: evaluate(plan, model, test, SampleDecoder())
+    )
 
     print()
     print(f"## Results (load average at end: {load_avg()}; {torch.get_num_threads()} threads)")
     print(
-        f"model {args.model}, N = {params / 1e6:.1f}M parameters; matmul peak {peak / 1e9:.1f} GFLOP/s"
+        f"model {args.model}: N_body {sizes[0] / 1e6:.1f}M, N_head {sizes[1] / 1e6:.1f}M"
+        f" parameters; matmul peak {peak / 1e9:.1f} GFLOP/s"
     )
     print()
     print(
-        "| fine-tuning, 1 epoch | wall s | loop s | positions | positions/s | FLOP/s (6N) | % peak | peak RSS MiB |"
+        "| fine-tuning, 1 epoch | wall s | loop s | real tokens | positions run | head positions"
+        " | positions/s | FLOP/s | % peak | peak RSS MiB |"
     )
-    print("|---|---|---|---|---|---|---|---|")
-    for name, r in results.items():
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for name, r in fit.items():
         secs = r.get("loop_seconds", r["seconds"])
-        flops = 6 * params * r["positions"] / secs
+        rate = flops(sizes, r["body"], r["head"], training=True) / secs
         print(
-            f"| {name} | {r['seconds']:.1f} | {secs:.1f} | {r['positions']} |"
-            f" {r['positions'] / secs:.0f} | {flops / 1e9:.1f} G | {100 * flops / peak:.0f}% | {r['rss']:.0f} |"
+            f"| {name} | {r['seconds']:.1f} | {secs:.1f} | {r['real_tokens']} | {r['body']} |"
+            f" {r['head']} | {r['body'] / secs:.0f} | {rate / 1e9:.1f} G |"
+            f" {100 * rate / peak:.0f}% | {r['rss']:.0f} |"
         )
-    if "HF Trainer" in results:
-        ratio = results["HF Trainer"]["seconds"] / results["ours packed"]["seconds"]
+    if "HF Trainer" in fit:
+        ratio = fit["HF Trainer"]["seconds"] / packed["seconds"]
         print(f"\nspeed-up per epoch, ours packed vs HF Trainer: {ratio:.2f}x (target >= 2x)")
-    ratio_u = results["ours unpacked"]["seconds"] / results["ours packed"]["seconds"]
+    ratio_u = fit["ours unpacked"]["seconds"] / packed["seconds"]
     print(f"speed-up per epoch, packed vs unpacked (our trainer): {ratio_u:.2f}x")
     print()
-    print("| KL/RMSE at 5 temperatures | wall s | positions | FLOP/s (2N) | % peak |")
-    print("|---|---|---|---|---|")
-    for name, secs, pos in (
-        ("exact decoder", t_exact, exact_positions),
-        ("sampling (HFModel.generate)", t_sample, sample_positions),
-    ):
-        flops = 2 * params * pos / secs
-        print(f"| {name} | {secs:.1f} | {pos} | {flops / 1e9:.1f} G | {100 * flops / peak:.0f}% |")
-    print(f"\nspeed-up, exact vs sampling: {t_sample / t_exact:.2f}x (target >= 5x)")
-    print(f"peak RSS after exact decoding: {rss_exact:.0f} MiB; at end: {peak_rss_mib():.0f} MiB")
+    print(
+        "| KL/RMSE at 5 temperatures | wall s | positions run | head positions | FLOP/s | % peak"
+        " | peak RSS MiB |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for name, r in answer.items():
+        rate = flops(sizes, r["body"], r["head"], training=False) / r["seconds"]
+        print(
+            f"| {name} | {r['seconds']:.1f} | {r['body']} | {r['head']} | {rate / 1e9:.1f} G |"
+            f" {100 * rate / peak:.0f}% | {r['rss']:.0f} |"
+        )
+    print(
+        f"\nspeed-up, exact vs sampling: {sample['seconds'] / exact['seconds']:.2f}x (target >= 5x)"
+    )
     print()
     print(
         "| t | KL exact | KL sampled | RMSE exact | RMSE sampled | success exact | success sampled |"
     )
     print("|---|---|---|---|---|---|---|")
     for t in TEMPERATURES:
-        (ke, re_, se), (ks, rs, ss) = m_exact[t], m_sample[t]
+        (ke, re_, se), (ks, rs, ss) = exact["metrics"][t], sample["metrics"][t]
         print(f"| {t:g} | {ke:.3f} | {ks:.3f} | {re_:.2f} | {rs:.2f} | {se:.3f} | {ss:.3f} |")
 
 
