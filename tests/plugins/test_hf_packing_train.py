@@ -12,6 +12,8 @@ from surveysim_hf.losses import CrossEntropyLoss
 from surveysim_hf.options import HFOptions
 from surveysim_hf.testing import write_tiny_model
 from surveysim_hf.train import read_train_log
+from surveysim_losses.numeric import NumericPenaltyLoss
+from surveysim_losses.options import NumericPenaltyOptions
 
 from surveysim_core.protocols import Example, Prompt
 
@@ -55,10 +57,18 @@ def train(model: Path, run_dir: Path, packing: bool, loss_on: str, loss=None) ->
     )
 
 
-@pytest.mark.parametrize("loss_on", ["answer", "all"])
-def test_packed_training_equals_separate_examples(tiny_model, tmp_path, loss_on):
-    separate = train(tiny_model, tmp_path / "separate", False, loss_on)
-    packed = train(tiny_model, tmp_path / "packed", True, loss_on)
+def numeric_penalty() -> NumericPenaltyLoss:
+    return NumericPenaltyLoss(NumericPenaltyOptions(alpha=0.5, d=3))
+
+
+@pytest.mark.parametrize(
+    ("loss_on", "make_loss"),
+    [("answer", CrossEntropyLoss), ("all", CrossEntropyLoss), ("answer", numeric_penalty)],
+)
+def test_packed_training_equals_separate_examples(tiny_model, tmp_path, loss_on, make_loss):
+    assert make_loss().supports_packing
+    separate = train(tiny_model, tmp_path / "separate", False, loss_on, make_loss())
+    packed = train(tiny_model, tmp_path / "packed", True, loss_on, make_loss())
     rows = {k: read_train_log(d / "train_log.csv") for k, d in (("s", separate), ("p", packed))}
     (s_train, s_val), (p_train, p_val) = rows["s"], rows["p"]
     assert s_train["split"] == p_train["split"] == "train" and s_val["split"] == "val"

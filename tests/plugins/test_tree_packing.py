@@ -20,6 +20,7 @@ from surveysim_hf.packing import (
     examples_from_chat,
     pack_examples,
     pack_respondent,
+    packed_logits,
     packed_loss,
 )
 
@@ -171,3 +172,26 @@ def test_bf16_mask_dtype_and_sdpa():
         ls = model(input_ids=ids, attention_mask=att, labels=lab).loss
     torch.testing.assert_close(lp, ls, atol=1e-5, rtol=1e-5)
     assert len(WORDS) > 0
+
+
+def test_answer_predictor_gives_the_logits_before_each_answer():
+    """``answer_predictor``: per branch, the logits predicting its first answer token, equal to
+    the separate example's logits at ``answer_start - 1``; a respondent with one example
+    (answer inside the shared prefix) and with several, in one batch."""
+    tok, model = _tok(), _lora_model(2)
+    resp = [
+        examples_from_chat(tok, f"you are a {p}.", qa)
+        for p, qa in zip(PERSONAS[:2], [QA, QA[1:2]], strict=True)
+    ]
+    for r in resp:
+        for e in r:
+            e["answer_start"] = e["labels"].index(next(y for y in e["labels"] if y != -100))
+    batch = collate_packed([pack_examples(r) for r in resp], pad_token_id=tok.pad_token_id)
+    assert batch["answer_predictor"].tolist()[1][1:] == [-1, -1]  # one branch, then padding
+    with torch.no_grad():
+        _, first = packed_logits(model, batch, batch["answer_predictor"])
+        for row, e in enumerate(e for r in resp for e in r):
+            logits = model(input_ids=torch.tensor([e["input_ids"]])).logits[0]
+            torch.testing.assert_close(
+                first[row], logits[e["answer_start"] - 1], atol=2e-5, rtol=1e-4
+            )

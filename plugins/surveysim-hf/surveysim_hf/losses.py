@@ -24,7 +24,10 @@ Packed batches (``packing: true``, the default): the trainer packs each responde
 one tree sequence (see :mod:`surveysim_hf.packing`). A loss that can score such a batch implements
 ``packed(model, batch)``, where ``batch`` is the dict of :func:`surveysim_hf.packing.collate_packed`
 (``input_ids``, ``position_ids``, the 4D tree ``attention_mask``, ``labels``, ``predictor_index``:
-the position whose logits predict each label, ``loss_weight``), and returns the weighted mean loss.
+the position whose logits predict each label, ``loss_weight``, ``answer_predictor``: per branch, the
+position whose logits predict its first answer token) plus ``answers``, a :class:`LossBatch` of the
+branches' examples in the order of ``answer_predictor >= 0``, and returns the weighted mean loss;
+:func:`surveysim_hf.packing.packed_logits` runs the forward pass.
 ``supports_packing`` is true when a class defines ``packed`` at or below the classes that define
 its ``__call__`` and ``training_forward`` (so a subclass that changes those only is never silently
 bypassed); other losses are trained on separate examples, with a log line.

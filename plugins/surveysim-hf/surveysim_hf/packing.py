@@ -43,6 +43,8 @@ __all__ = [
     "examples_from_chat",
     "pack_examples",
     "pack_respondent",
+    "packed_cross_entropy",
+    "packed_logits",
     "packed_loss",
 ]
 
@@ -71,15 +73,18 @@ def pack_examples(
     """Pack separate examples sharing a token prefix into one tree sequence.
 
     ``examples``: dicts with ``input_ids`` and ``labels`` (HF convention, same length; or
-    ``(input_ids, labels)`` tuples). ``prefix_len``: shared length (default: the longest
-    common token prefix, shortened so every branch keeps at least one token; it must not
-    exceed it). Labels inside the prefix must agree across examples.
+    ``(input_ids, labels)`` tuples), and optionally ``answer_start`` (index of the example's
+    first answer token). ``prefix_len``: shared length (default: the longest common token
+    prefix, shortened so every branch keeps at least one token; it must not exceed it). Labels
+    inside the prefix must agree across examples.
 
     Returns a dict of lists (one sequence, length ``L = prefix + sum of branches``):
     ``input_ids``, ``parents`` (index of the parent token, -1 for the root), ``position_ids``
     (depth), ``labels`` (target at this position, -100 if none), ``predictor_index`` (the
     parent when labelled, else -1), ``loss_weight`` (float), ``n_branches``,
-    ``separate_tokens`` (tokens the separate examples would have processed).
+    ``separate_tokens`` (tokens the separate examples would have processed); with
+    ``answer_start`` also ``answer_predictor``: per example (branch), the position whose logits
+    predict its first answer token.
     """
     if prefix_loss not in ("per_branch", "once"):
         raise ValueError("prefix_loss must be 'per_branch' or 'once'")
@@ -105,8 +110,10 @@ def pack_examples(
     parents = list(range(-1, c - 1))
     labels = list(labs[0][:c])
     weights = [pw if y != IGNORE else 0.0 for y in labels]
+    starts = []  # where each branch begins in the packed sequence
     for x, y in zip(ids, labs, strict=True):
         start = len(input_ids)
+        starts.append(start)
         for j in range(c, len(x)):
             input_ids.append(x[j])
             parents.append(start + j - c - 1 if j > c else c - 1)
@@ -118,6 +125,14 @@ def pack_examples(
     if labels[0] != IGNORE:  # the first token has no predictor (as in HF's shifted loss)
         labels[0], weights[0] = IGNORE, 0.0
     pred = [p if y != IGNORE else -1 for p, y in zip(parents, labels, strict=True)]
+    extra = {}
+    if all(isinstance(e, dict) and "answer_start" in e for e in examples):
+        # token j of a branch sits at j inside the prefix, else at start + j - c
+        answer_starts = [int(e["answer_start"]) for e in examples]
+        at = [a if a < c else b + a - c for a, b in zip(answer_starts, starts, strict=True)]
+        if any(a < 1 for a in at):
+            raise ValueError("an answer must not start at the first token")
+        extra["answer_predictor"] = [parents[a] for a in at]
     return {
         "input_ids": input_ids,
         "parents": parents,
@@ -127,6 +142,7 @@ def pack_examples(
         "loss_weight": weights,
         "n_branches": k,
         "separate_tokens": sum(len(x) for x in ids),
+        **extra,
     }
 
 
@@ -163,7 +179,8 @@ def collate_packed(
     ``input_ids``, ``position_ids``, ``labels``, ``predictor_index`` ``(B, L)`` long;
     ``loss_weight`` ``(B, L)`` float32; ``attention_mask`` the additive 4D tree mask
     ``(B, 1, L, L)`` in ``dtype`` (use the model's compute dtype). Padding has label -100,
-    weight 0, position 0 and attends only to itself.
+    weight 0, position 0 and attends only to itself. When every sequence has
+    ``answer_predictor``: ``answer_predictor`` ``(B, most branches)`` long, -1 for none.
     """
     length = max(len(p["input_ids"]) for p in packed)
     if pad_to_multiple_of:
@@ -176,7 +193,7 @@ def collate_packed(
             t[i, : len(p[key])] = torch.tensor(p[key], dtype=dt)
         return t
 
-    return {
+    batch = {
         "input_ids": full("input_ids", pad_token_id, torch.long),
         "position_ids": full("position_ids", 0, torch.long),
         "labels": full("labels", IGNORE, torch.long),
@@ -184,14 +201,24 @@ def collate_packed(
         "loss_weight": full("loss_weight", 0.0, torch.float32),
         "attention_mask": tree_attention_mask([p["parents"] for p in packed], length, dtype),
     }
+    if all("answer_predictor" in p for p in packed):
+        answer = torch.full((b, max(len(p["answer_predictor"]) for p in packed)), -1)
+        for i, p in enumerate(packed):
+            answer[i, : len(p["answer_predictor"])] = torch.tensor(p["answer_predictor"])
+        batch["answer_predictor"] = answer
+    return batch
 
 
-def packed_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Weighted mean token cross-entropy of a packed batch (see module docstring).
+def packed_logits(
+    model, batch: dict[str, torch.Tensor], extra: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One forward pass over a packed batch: the logits ``(n_labels, V)`` that predict every
+    labelled token (row-major order of ``predictor_index >= 0``) and, when ``extra`` ``(B, K)``
+    positions are given (-1 = none), the logits at those positions (row-major order of
+    ``extra >= 0``).
 
-    Every labelled token's target is scored from its predictor's (parent's) hidden state. For
-    plain-head model types only the predictor states go through the LM head. Works with
-    peft-wrapped models; differentiable.
+    For plain-head model types only the selected hidden states go through the LM head. Works
+    with peft-wrapped models; differentiable.
     """
     # under DDP the forward must go through the wrapper (gradient synchronisation)
     ddp = isinstance(model, torch.nn.parallel.DistributedDataParallel)
@@ -202,22 +229,39 @@ def packed_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         "position_ids": batch["position_ids"],
         "use_cache": False,
     }
-    sel = batch["predictor_index"] >= 0
-    rows, cols = torch.nonzero(sel, as_tuple=True)
-    pred = batch["predictor_index"][rows, cols]
-    targets = batch["labels"][rows, cols]
-    w = batch["loss_weight"][rows, cols]
+    rows, cols = torch.nonzero(batch["predictor_index"] >= 0, as_tuple=True)
+    rows, cols = [rows], [batch["predictor_index"][rows, cols]]
+    if extra is not None:
+        extra_rows, extra_slots = torch.nonzero(extra >= 0, as_tuple=True)
+        rows.append(extra_rows)
+        cols.append(extra[extra_rows, extra_slots])
+    rows, cols = torch.cat(rows), torch.cat(cols)
     if (
         not ddp
         and getattr(base.config, "model_type", None) in _PLAIN_HEAD_TYPES
         and hasattr(base, "get_decoder")
     ):
         hidden = base.get_decoder()(**kw).last_hidden_state
-        logits = base.get_output_embeddings()(hidden[rows, pred])
+        logits = base.get_output_embeddings()(hidden[rows, cols])
     else:
-        logits = model(**kw).logits[rows, pred]
+        logits = model(**kw).logits[rows, cols]
+    n_labels = int((batch["predictor_index"] >= 0).sum())
+    return logits[:n_labels], (logits[n_labels:] if extra is not None else None)
+
+
+def packed_cross_entropy(logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Weighted mean cross-entropy of the label logits of :func:`packed_logits`."""
+    sel = batch["predictor_index"] >= 0
+    targets, w = batch["labels"][sel], batch["loss_weight"][sel]
     ce = F.cross_entropy(logits.float(), targets, reduction="none")
     return (ce * w.to(ce.dtype)).sum() / w.sum().clamp_min(1e-12)
+
+
+def packed_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Weighted mean token cross-entropy of a packed batch (see module docstring): every
+    labelled token's target is scored from its predictor's (parent's) hidden state."""
+    logits, _ = packed_logits(model, batch)
+    return packed_cross_entropy(logits, batch)
 
 
 def examples_from_chat(

@@ -89,18 +89,27 @@ def pack_by_respondent(
     encoded: Sequence[EncodedExample], examples: Sequence[Example], max_tokens: int
 ) -> list[dict[str, Any]]:
     """One packed tree sequence per respondent (``subject_id``; examples without one stay
-    alone), split where it would exceed ``max_tokens``; in order of first appearance."""
+    alone), split where it would exceed ``max_tokens``; in order of first appearance. Each
+    unit's ``members`` are the indices of its examples, in branch order."""
     groups: dict[str, list[int]] = {}
     for i, example in enumerate(examples):
         groups.setdefault(example.subject_id or f"\0{i}", []).append(i)
     units: list[dict[str, Any]] = []
     for members in groups.values():
-        units.extend(
-            pack_respondent(
-                [{"input_ids": encoded[i].input_ids, "labels": encoded[i].labels} for i in members],
-                max_tokens,
-            )
+        packs = pack_respondent(
+            [
+                {
+                    "input_ids": encoded[i].input_ids,
+                    "labels": encoded[i].labels,
+                    "answer_start": encoded[i].answer_start,
+                }
+                for i in members
+            ],
+            max_tokens,
         )
+        for pack in packs:  # pack_respondent keeps the order and splits between examples
+            pack["members"], members = members[: pack["n_branches"]], members[pack["n_branches"] :]
+        units.extend(packs)
     return units
 
 
@@ -339,17 +348,25 @@ def fine_tune(
             accelerator.device
         )
 
-    def packed_of(indices: list[int], packs: list[dict[str, Any]]) -> dict[str, Any]:
+    def packed_of(indices: list[int], training: bool) -> dict[str, Any]:
+        packs, encoded, examples = (
+            (units, encode, train) if training else (val_units, val_encoded, val)
+        )
         chosen = [packs[i] for i in indices]
         batch = collate_packed(chosen, pad_id, mask_dtype)
         batch = {key: value.to(accelerator.device) for key, value in batch.items()}
         batch["tokens"] = sum(len(p["input_ids"]) for p in chosen)
+        # what each branch's answer means, in the order of answer_predictor >= 0
+        members = [m for p in chosen for m in p["members"]]
+        batch["answers"] = collate(
+            [encoded[m] for m in members], [examples[m] for m in members], pad_id
+        ).to(accelerator.device)
         return batch
 
     def forward_loss(indices: list[int], training: bool) -> tuple[torch.Tensor, int, float]:
         """Loss of a micro-batch, tokens run through the model, label weight (for averaging)."""
         if packed:
-            pbatch = packed_of(indices, units if training else val_units)
+            pbatch = packed_of(indices, training)
             return (
                 loss_fn.packed(model, pbatch),
                 pbatch["tokens"],

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 from surveysim_hf.losses import Loss, LossBatch, token_cross_entropy
+from surveysim_hf.packing import packed_cross_entropy, packed_logits
 
 from surveysim_losses.kernel import triangular_weights
 from surveysim_losses.options import NumericPenaltyOptions
@@ -88,24 +89,36 @@ class NumericPenaltyLoss(Loss):
 
     def penalty(self, logits: torch.Tensor, batch: LossBatch) -> torch.Tensor:
         """``L_pen`` alone (mean over the batch's examples)."""
+        rows = torch.arange(logits.size(0), device=logits.device)
+        return self.penalty_at(logits[rows, batch.answer_start.to(logits.device) - 1], batch)
+
+    def penalty_at(self, first: torch.Tensor, batch: LossBatch) -> torch.Tensor:
+        """``L_pen`` from ``first`` ``(batch, V)``: each example's logits that predict its
+        first answer token."""
         if self.digit_ids is None:
             raise RuntimeError("call prepare(tokenizer) before computing the loss")
-        valid = self.support(batch).to(logits.device)
-        rows = torch.arange(logits.size(0), device=logits.device)
-        first = logits[rows, batch.answer_start.to(logits.device) - 1].float()
-        log_p = torch.log_softmax(first, dim=-1)[:, self.digit_ids]  # full-vocabulary softmax
-        answers = batch.answer_codes.to(logits.device)
-        digits = torch.arange(10, device=logits.device)
+        valid = self.support(batch).to(first.device)
+        log_p = torch.log_softmax(first.float(), dim=-1)[:, self.digit_ids]  # full vocabulary
+        answers = batch.answer_codes.to(first.device)
+        digits = torch.arange(10, device=first.device)
         weights = triangular_weights(digits, answers, self.options.d) * valid
         weights = (weights / weights.sum(dim=1, keepdim=True)).to(log_p.dtype)
         return -(weights * log_p).sum(dim=1).mean()
 
+    def combine(self, ce: torch.Tensor, pen: torch.Tensor) -> torch.Tensor:
+        alpha = self.options.alpha
+        return ce if alpha == 0 else (1 - alpha) * ce + alpha * pen
+
     def __call__(
         self, logits: torch.Tensor, labels: torch.Tensor, batch: LossBatch
     ) -> torch.Tensor:
-        alpha = self.options.alpha
-        ce = token_cross_entropy(logits, labels)
-        pen = self.penalty(logits, batch)  # also checks the answers when alpha is 0
-        if alpha == 0:
-            return ce
-        return (1 - alpha) * ce + alpha * pen
+        # the penalty is computed even at alpha 0: it checks the answers
+        return self.combine(token_cross_entropy(logits, labels), self.penalty(logits, batch))
+
+    def packed(self, model: Any, batch: dict[str, Any]) -> torch.Tensor:
+        """The same loss on a prefix-packed batch: one forward pass gives the label logits
+        and each branch's first-answer logits (``answer_predictor``)."""
+        labels, first = packed_logits(model, batch, batch["answer_predictor"])
+        return self.combine(
+            packed_cross_entropy(labels, batch), self.penalty_at(first, batch["answers"])
+        )
