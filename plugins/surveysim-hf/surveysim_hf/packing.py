@@ -230,6 +230,7 @@ def packed_logits(
         "use_cache": False,
     }
     rows, cols = torch.nonzero(batch["predictor_index"] >= 0, as_tuple=True)
+    n_labels = len(rows)
     rows, cols = [rows], [batch["predictor_index"][rows, cols]]
     if extra is not None:
         extra_rows, extra_slots = torch.nonzero(extra >= 0, as_tuple=True)
@@ -245,7 +246,6 @@ def packed_logits(
         logits = base.get_output_embeddings()(hidden[rows, cols])
     else:
         logits = model(**kw).logits[rows, cols]
-    n_labels = int((batch["predictor_index"] >= 0).sum())
     return logits[:n_labels], (logits[n_labels:] if extra is not None else None)
 
 
