@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import re
 
 import numpy as np
@@ -12,6 +11,7 @@ from scipy import stats
 from test_tree_fixtures import (  # noqa: F401  (one_thread is an autouse fixture)
     PERSONAS,
     WORDS,
+    make_lora_model,
     make_model,
     make_tokenizer,
     one_thread,
@@ -147,19 +147,9 @@ def test_prefix_sharing_matches_unshared():
 
 
 def test_peft_lora_model():
-    peft = pytest.importorskip("peft")
+    pytest.importorskip("peft")
     tok = make_tokenizer()
-    base = copy.deepcopy(make_model("eager", steps=30, seed=3))  # peft mutates in place
-    torch.manual_seed(0)
-    cfg = peft.LoraConfig(
-        r=4,
-        lora_alpha=8,
-        lora_dropout=0.0,
-        target_modules=["q_proj", "v_proj", "lm_head"],
-        init_lora_weights=False,
-    )
-    model = peft.get_peft_model(base, cfg)
-    model.eval()
+    model = make_lora_model(["q_proj", "v_proj", "lm_head"], steps=30, seed=3).eval()
     res = answer_distribution(model, tok, PROMPTS[:2], ANSWERS, [1.0])
     for i, p in enumerate(PROMPTS[:2]):
         np.testing.assert_allclose(

@@ -4,6 +4,7 @@ not), which makes the exact distributions non-trivial."""
 
 from __future__ import annotations
 
+import copy
 import functools
 import random
 import sys
@@ -100,6 +101,19 @@ def make_model(attn: str = "eager", steps: int = 120, seed: int = 0) -> LlamaFor
     torch.set_num_threads(threads)
     model.eval()
     return model
+
+
+def make_lora_model(targets: list[str], steps: int, seed: int, lora_seed: int = 0):
+    """A peft LoRA model (rank 4, random non-zero init, no dropout) over a copy of the tiny
+    model, so the adapter changes the outputs from the first step."""
+    import peft
+
+    base = copy.deepcopy(make_model("eager", steps=steps, seed=seed))  # peft mutates in place
+    torch.manual_seed(lora_seed)
+    cfg = peft.LoraConfig(
+        r=4, lora_alpha=8, lora_dropout=0.0, target_modules=targets, init_lora_weights=False
+    )
+    return peft.get_peft_model(base, cfg)
 
 
 @pytest.fixture(autouse=True)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 from test_tree_fixtures import (  # noqa: F401  (one_thread is an autouse fixture)
     PERSONAS,
     WORDS,
+    make_lora_model,
     make_model,
     make_tokenizer,
     one_thread,
@@ -42,16 +41,7 @@ def _tok():
 
 
 def _lora_model(seed=0):
-    base = copy.deepcopy(make_model("eager", steps=20, seed=5))  # peft mutates in place
-    torch.manual_seed(seed)
-    cfg = peft.LoraConfig(
-        r=4,
-        lora_alpha=8,
-        lora_dropout=0.0,
-        target_modules=["q_proj", "v_proj", "down_proj"],
-        init_lora_weights=False,
-    )
-    return peft.get_peft_model(base, cfg)
+    return make_lora_model(["q_proj", "v_proj", "down_proj"], steps=20, seed=5, lora_seed=seed)
 
 
 def _separate_loss_and_grads(model, examples, pad_id):
