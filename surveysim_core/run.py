@@ -5,10 +5,7 @@ skips what is already there.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,15 +22,16 @@ from surveysim_core.errors import ConfigError, SurveysimError
 from surveysim_core.plugins import Plugins
 from surveysim_core.prompts import PromptRenderer, default_templates, render_demographics
 from surveysim_core.protocols import Example, ItemSet, Progress, Prompt
-from surveysim_core.scoring import METRIC_COLUMNS, floor_rows, score_system, summary_table
+from surveysim_core.report import write_report
+from surveysim_core.rundir import (
+    RunDir,
+    choose_run_dir,
+    config_hash,
+    stderr_progress,
+)
+from surveysim_core.scoring import METRIC_COLUMNS, floor_rows, score_system
 from surveysim_core.split import split_by_subject
 from surveysim_core.survey import Survey
-
-
-def stderr_progress(message: str) -> None:
-    if not is_main_process():
-        return
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -192,40 +190,6 @@ def _registered_templates(plugins: Plugins) -> dict[str, str]:
 
 
 # ----------------------------------------------------------------------------------------------
-def config_hash(config: RunConfig) -> str:
-    text = json.dumps(config.model_dump(mode="json"), sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
-def choose_run_dir(config: RunConfig, resume: bool, run_dir: str | None) -> Path:
-    """A new directory per run (never overwriting one), or the latest unfinished one to resume."""
-    if run_dir:
-        return Path(run_dir)
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise ConfigError("several processes must share one run directory: give --run-dir")
-    base = Path(config.output.dir)
-    digest = config_hash(config)
-    if resume and base.exists():
-        candidates = [
-            # not the ``latest`` symlink: resuming through it would re-point it at itself
-            p for p in base.iterdir() if not p.is_symlink() and (p / "config.hash").exists()
-            and (p / "config.hash").read_text().strip() == digest
-        ]  # fmt: skip
-        if candidates:
-            # the newest unfinished run; if all finished, the newest (everything is kept)
-            def newest_unfinished_first(p: Path) -> tuple[bool, float]:
-                return (not (p / "status.json").exists(), (p / "config.hash").stat().st_mtime)
-
-            return max(candidates, key=newest_unfinished_first)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    path = base / f"{config.survey}-{stamp}"
-    suffix = 1
-    while path.exists():
-        path = base / f"{config.survey}-{stamp}-{suffix}"
-        suffix += 1
-    return path
-
-
 def load_data(plan: Plan, run_dir: Path, plugins: Plugins, progress: Progress) -> SurveyData:
     cfg, survey = plan.config.data, plan.survey
     if cfg.source == "synthetic":
@@ -311,51 +275,6 @@ def parse_with(plan: Plan, qid: str):
 
 
 # ----------------------------------------------------------------------------------------------
-def is_main_process() -> bool:
-    """False in the non-zero ranks of a multi-process launch (accelerate launch, torchrun)."""
-    return os.environ.get("RANK", "0") == "0"
-
-
-class RunDir:
-    """Files of one run; every write goes to a temporary name first, then is renamed.
-
-    In a multi-process launch every process computes the same results (backends gather their
-    shards), and only the main process writes.
-    """
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.main = is_main_process()
-        if self.main:
-            path.mkdir(parents=True, exist_ok=True)
-
-    def write_text(self, name: str, text: str) -> Path:
-        target = self.path / name
-        if not self.main:
-            return target
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(target.name + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(target)
-        return target
-
-    def write_frame(self, name: str, frame: pd.DataFrame) -> Path:
-        target = self.path / name
-        if not self.main:
-            return target
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(target.name + ".tmp")
-        if name.endswith(".parquet"):
-            frame.to_parquet(tmp, index=False)
-        else:
-            frame.to_csv(tmp, index=False)
-        tmp.replace(target)
-        return target
-
-    def done(self, name: str) -> bool:
-        return (self.path / name).exists()
-
-
 def execute(
     config: RunConfig,
     source: str,
@@ -637,24 +556,3 @@ def _run_backend(
         settings_rows.append({"system": system, "setting": cfg.backend.name, "params": "{}"})
         timings[f"answer:{system}"] = time.time() - tick
     return timings
-
-
-def write_report(run: Run) -> Path:
-    """``summary.txt`` and an HTML report rendered from the core's report template."""
-    import jinja2
-    from jinja2.sandbox import SandboxedEnvironment
-
-    text = summary_table(run.metrics)
-    (run.dir / "summary.txt").write_text(text + "\n", encoding="utf-8")
-    env = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=True)
-    template = env.from_string(default_templates()["report.html"])
-    overall = run.metrics[run.metrics["segment"] == "all"]
-    html = template.render(
-        survey=run.survey.name, run_dir=str(run.dir), summary=text,
-        config=yaml.safe_dump(run.config.model_dump(mode="json"), sort_keys=False),
-        figures=[p.name for p in sorted(run.dir.glob("*.png"))],
-        n_rows=len(run.metrics), n_overall=len(overall), timings=run.timings,
-    )  # fmt: skip
-    path = run.dir / "report.html"
-    path.write_text(html, encoding="utf-8")
-    return path
