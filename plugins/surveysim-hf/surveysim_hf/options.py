@@ -45,6 +45,18 @@ class HFOptions(BaseModel):
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
         description="Module names that get LoRA adapters.",
     )
+    lora_layers: int | None = Field(
+        None,
+        ge=1,
+        description="Put LoRA adapters on the top N decoder layers only (None: every layer)."
+        " Backward then stops at the first adapted layer, and with cache_frozen_layers the"
+        " frozen layers below run once per training sequence instead of once per epoch.",
+    )
+    cache_frozen_layers: bool = Field(
+        True,
+        description="With lora_layers and packing: compute the hidden states entering the first"
+        " adapted layer once and reuse them every epoch (exact: same loss and gradients).",
+    )
     # -- training ---------------------------------------------------------------------------
     epochs: int = Field(3, ge=1, description="Training epochs; the best by validation is kept.")
     learning_rate: float = Field(2e-4, gt=0, description="AdamW learning rate.")

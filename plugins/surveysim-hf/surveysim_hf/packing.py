@@ -215,7 +215,8 @@ def packed_logits(
     """One forward pass over a packed batch: the logits ``(n_labels, V)`` that predict every
     labelled token (row-major order of ``predictor_index >= 0``) and, when ``extra`` ``(B, K)``
     positions are given (-1 = none), the logits at those positions (row-major order of
-    ``extra >= 0``).
+    ``extra >= 0``). A batch with ``inputs_embeds`` (hidden states from
+    :class:`surveysim_hf.frozen.FrozenPrefix`) runs from those instead of ``input_ids``.
 
     For plain-head model types only the selected hidden states go through the LM head. Works
     with peft-wrapped models; differentiable.
@@ -224,11 +225,15 @@ def packed_logits(
     ddp = isinstance(model, torch.nn.parallel.DistributedDataParallel)
     base = _unwrap(model.module if ddp else model)
     kw = {
-        "input_ids": batch["input_ids"],
         "attention_mask": batch["attention_mask"],
         "position_ids": batch["position_ids"],
         "use_cache": False,
     }
+    # cached states of frozen lower layers (surveysim_hf.frozen) replace the token ids
+    if "inputs_embeds" in batch:
+        kw["inputs_embeds"] = batch["inputs_embeds"]
+    else:
+        kw["input_ids"] = batch["input_ids"]
     rows, cols = torch.nonzero(batch["predictor_index"] >= 0, as_tuple=True)
     n_labels = len(rows)
     rows, cols = [rows], [batch["predictor_index"][rows, cols]]

@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from surveysim_core.protocols import Example
 from surveysim_hf import checkpoint as ckpt
+from surveysim_hf.frozen import frozen_split
 from surveysim_hf.losses import LossBatch, collate, compute_loss
 from surveysim_hf.options import HFOptions
 from surveysim_hf.packing import collate_packed, pack_respondent
@@ -41,7 +42,13 @@ from surveysim_hf.texts import EncodedExample, encode_example
 LOG_COLUMNS = ["epoch", "step", "split", "loss", "tokens", "seconds"]
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 #: options that do not change what is trained (may differ between a run and its resumption)
-NOT_FINGERPRINTED = {"threads", "progress_bars", "generation_batch_size", "eval_batch_size"}
+NOT_FINGERPRINTED = {
+    "threads",
+    "progress_bars",
+    "generation_batch_size",
+    "eval_batch_size",
+    "cache_frozen_layers",  # exact: the same loss and gradients either way
+}
 
 
 class ResumeMismatch(RuntimeError):
@@ -157,6 +164,9 @@ def add_lora(model: Any, options: HFOptions) -> Any:
 
     if options.quantization == "nf4":
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    from surveysim_hf.frozen import layers_to_transform
+
+    top = layers_to_transform(model, options.lora_layers)
     config = LoraConfig(
         r=options.lora_r,
         lora_alpha=options.lora_alpha,
@@ -164,6 +174,8 @@ def add_lora(model: Any, options: HFOptions) -> Any:
         target_modules=list(options.target_modules),
         bias="none",
         task_type="CAUSAL_LM",
+        layers_to_transform=top,
+        layers_pattern="layers" if top is not None else None,
     )
     return get_peft_model(model, config)
 
@@ -343,6 +355,29 @@ def fine_tune(
             )
         accelerator.wait_for_everyone()
 
+    # -- frozen lower layers: their output computed once (surveysim_hf.frozen) ---------------
+    frozen = None
+    states: dict[bool, list[torch.Tensor]] = {}
+    if packed and options.lora_layers is not None and options.cache_frozen_layers:
+        frozen, why = frozen_split(model)
+        print_(f"frozen-layer cache: {why}")
+    if frozen is not None:
+        tick = time.perf_counter()
+        for training, packs in ((True, units), (False, val_units)):
+            cached = []
+            for start in range(0, len(packs), eval_unit_batch):
+                chosen = packs[start : start + eval_unit_batch]
+                batch = collate_packed(chosen, pad_id, mask_dtype)
+                hidden = frozen.lower_states(
+                    {key: value.to(accelerator.device) for key, value in batch.items()}
+                )
+                cached += [hidden[i, : len(p["input_ids"])].clone() for i, p in enumerate(chosen)]
+            states[training] = cached
+        print_(
+            f"cached the output of {frozen.k} frozen layers for {len(units) + len(val_units)}"
+            f" sequences in {time.perf_counter() - tick:.1f}s"
+        )
+
     def batch_of(indices: list[int], encoded: list[EncodedExample], examples) -> LossBatch:
         return collate([encoded[i] for i in indices], [examples[i] for i in indices], pad_id).to(
             accelerator.device
@@ -356,6 +391,14 @@ def fine_tune(
         batch = collate_packed(chosen, pad_id, mask_dtype)
         batch = {key: value.to(accelerator.device) for key, value in batch.items()}
         batch["tokens"] = sum(len(p["input_ids"]) for p in chosen)
+        if frozen is not None:
+            cached = [states[training][i] for i in indices]
+            embeds = cached[0].new_zeros(
+                (len(cached), batch["input_ids"].shape[1], cached[0].shape[-1])
+            )
+            for row, hidden in enumerate(cached):
+                embeds[row, : len(hidden)] = hidden
+            batch["inputs_embeds"] = embeds
         # what each branch's answer means, in the order of answer_predictor >= 0
         members = [m for p in chosen for m in p["members"]]
         batch["answers"] = collate(
@@ -367,8 +410,10 @@ def fine_tune(
         """Loss of a micro-batch, tokens run through the model, label weight (for averaging)."""
         if packed:
             pbatch = packed_of(indices, training)
+            with frozen.upper() if frozen is not None else nullcontext():
+                value = loss_fn.packed(model, pbatch)
             return (
-                loss_fn.packed(model, pbatch),
+                value,
                 pbatch["tokens"],
                 float(pbatch["loss_weight"].sum()),
             )
