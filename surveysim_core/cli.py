@@ -51,7 +51,7 @@ def run(config_file: str, overrides: tuple[str, ...], resume: bool, run_dir: str
 
     config = load_config(config_file, overrides)
     result = execute(config, config_file, _plugins(), resume=resume, run_dir=run_dir)
-    click.echo(summary_table(result.metrics))
+    click.echo(summary_table(result.metrics, catalogue=result.plan.metrics))
     click.echo(
         f"\nResults: {result.dir} (metrics.csv, report.html); took {result.timings['total']:.0f}s"
     )

@@ -68,9 +68,10 @@ class SplitSection(Strict):
 
 
 class BackendSection(PluginRef):
-    systems: list[Literal["zero_shot", "fine_tuned"]] = Field(
-        default_factory=lambda: ["zero_shot", "fine_tuned"],
-        description="Which language-model systems to evaluate.",
+    systems: list[str] | None = Field(
+        None,
+        description="Which of the backend's system kinds to evaluate (the backend declares"
+        " them, e.g. zero_shot, fine_tuned); default: all of them.",
     )
     loss: PluginRef = Field(
         default_factory=lambda: PluginRef(name="cross_entropy"),

@@ -78,6 +78,11 @@ class Metric:
     needs_order: ClassVar[bool] = False
     #: whether the metric needs exact distributions (e.g. log-likelihood)
     needs_exact: ClassVar[bool] = False
+    #: True: lower values are better (a divergence, an error); False: higher are better (an
+    #: accuracy); None: neither (a description). The summary picks a grid's best setting by it.
+    lower_is_better: ClassVar[bool | None] = None
+    #: whether the run summary shows this metric
+    summary: ClassVar[bool] = False
 
     def __call__(self, human: np.ndarray, model: AnswerDistribution, answer: AnswerType) -> float:
         raise NotImplementedError
@@ -131,9 +136,17 @@ class Model(Protocol):
 
 
 class Backend:
-    """Fine-tunes a language model on training examples and loads models that answer."""
+    """Fine-tunes a language model on training examples and loads models that answer.
+
+    A backend declares the language-model systems it offers in ``system_kinds``; a run
+    evaluates those its configuration names in ``backend.systems`` (default: all). The core
+    knows no kind by name: it asks :meth:`adapter_for` which adapter each kind answers with.
+    """
 
     Options: ClassVar[type[BaseModel] | None] = None
+    #: ``zero_shot`` answers with the pre-trained model, ``fine_tuned`` with an adapter trained
+    #: on the training split; a backend with other kinds overrides this and :meth:`adapter_for`
+    system_kinds: ClassVar[tuple[str, ...]] = ("zero_shot", "fine_tuned")
 
     def __init__(self, options: BaseModel | None, run_dir: Path, plugins: Any, progress: Progress):
         self.options = options
@@ -155,6 +168,23 @@ class Backend:
     def load(self, adapter: Path | None) -> Model:
         """The pre-trained model (``adapter`` None) or the fine-tuned one."""
         raise NotImplementedError
+
+    def adapter_for(
+        self,
+        kind: str,
+        train: Sequence[Example],
+        val: Sequence[Example],
+        loss: Any,
+        out_dir: Path,
+        resume: bool,
+    ) -> Path | None:
+        """The adapter system ``kind`` answers with (None: the pre-trained model), trained
+        into ``out_dir`` first where the kind needs training."""
+        if kind == "zero_shot":
+            return None
+        if kind == "fine_tuned":
+            return self.fine_tune(train, val, loss, out_dir, resume)
+        raise ValueError(f"{type(self).__name__}: unknown system kind {kind!r}")
 
 
 @dataclass
@@ -186,6 +216,42 @@ class Decoder:
         seed: int,
     ) -> dict[float, Decoded]:
         raise NotImplementedError
+
+
+@dataclass
+class SystemAnswers:
+    """One setting's (or one temperature's) answers to the test items, aligned with
+    ``test.items``: a distribution per item, and point answers where the system gives them."""
+
+    setting: str
+    distribution: AnswerDistribution
+    codes: np.ndarray | None = None  # one answer code per item; NaN = no answer
+    temperature: float | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    texts: list[str | None] | None = None
+
+
+@dataclass
+class SystemResult:
+    """What a system returns: its answers per setting or temperature, and its settings."""
+
+    system: str
+    settings: dict[str, Any]
+    answers: list[SystemAnswers]
+
+
+class System(Protocol):
+    """Anything that answers the test items: a baseline, a language model, ...
+
+    ``name`` labels its rows in ``metrics.csv``; ``settings`` is everything that determines its
+    answers (hashed into the ``system_id``).
+    """
+
+    name: str
+    settings: dict[str, Any]
+
+    def run(self, train: ItemSet, val: ItemSet, test: ItemSet) -> SystemResult:
+        """Fit on ``train`` (and ``val``) where the system learns, and answer ``test``."""
 
 
 class Sampler:

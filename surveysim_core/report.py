@@ -19,7 +19,7 @@ def write_report(run: Run) -> Path:
     import jinja2
     from jinja2.sandbox import SandboxedEnvironment
 
-    text = summary_table(run.metrics)
+    text = summary_table(run.metrics, catalogue=run.plan.metrics)
     (run.dir / "summary.txt").write_text(text + "\n", encoding="utf-8")
     env = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=True)
     template = env.from_string(default_templates()["report.html"])

@@ -1,55 +1,43 @@
-"""Run orchestration: data, split, prompts, systems (baselines and language models), metrics,
-noise floors, report. Every stage writes its result into the run directory, and a resumed run
-skips what is already there.
+"""Run orchestration: a run is a short list of stages, each in its own module.
+
+plan (:mod:`surveysim_core.plan`) -> run directory (:mod:`surveysim_core.rundir`) -> data, split
+and items (:mod:`surveysim_core.items`) -> systems (:mod:`surveysim_core.systems`) -> scoring
+(:mod:`surveysim_core.evaluate`, :mod:`surveysim_core.scoring`) -> report
+(:mod:`surveysim_core.report`). Every stage writes its result into the run directory, and a
+resumed run skips what is already there.
+
+The names other code imports from here (``plan_run``, ``render_prompts``, ...) are re-exported.
 """
 
 from __future__ import annotations
 
 import json
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import pandas as pd
 import yaml
 
-from surveysim_core.answers import AnswerDistribution, AnswerType, answer_type_from_spec
-from surveysim_core.config import RunConfig, validate_options
-from surveysim_core.data import SurveyData, read_table, validate_long
+from surveysim_core.config import RunConfig
 from surveysim_core.errors import ConfigError, SurveysimError
+from surveysim_core.evaluate import SCORED_COLUMNS, SETTINGS_COLUMNS, Scored, run_and_score
+from surveysim_core.items import build_items, examples, load_data, parse_with, render_prompts
+from surveysim_core.plan import Plan, plan_run
 from surveysim_core.plugins import Plugins
-from surveysim_core.prompts import PromptRenderer, default_templates, render_demographics
-from surveysim_core.protocols import Example, ItemSet, Progress, Prompt
+from surveysim_core.protocols import Example, ItemSet, Progress
 from surveysim_core.report import write_report
-from surveysim_core.rundir import (
-    RunDir,
-    choose_run_dir,
-    config_hash,
-    stderr_progress,
-)
-from surveysim_core.scoring import METRIC_COLUMNS, floor_rows, score_system
+from surveysim_core.rundir import RunDir, choose_run_dir, config_hash, stderr_progress
+from surveysim_core.scoring import floor_rows
 from surveysim_core.split import split_by_subject
 from surveysim_core.survey import Survey
+from surveysim_core.systems import build_systems
 
-
-@dataclass
-class Plan:
-    """A validated run configuration with the plugin objects it names."""
-
-    config: RunConfig
-    source: str
-    survey: Survey
-    answer_types: dict[str, AnswerType]
-    metrics: dict[str, Any]
-    parsers: dict[str, list[Any]]
-    baselines: list[tuple[str, Any]]
-    renderer: PromptRenderer
-    backend: tuple[type, Any] | None = None
-    loss: Any = None
-    decoder: Any = None
-    sampler: Any = None
+__all__ = [
+    "Plan", "Run", "build_items", "examples", "execute", "load_data", "parse_with", "plan_run",
+    "render_prompts",
+]  # fmt: skip
 
 
 @dataclass
@@ -71,210 +59,16 @@ class Run:
         return self.plan.survey
 
 
-def _errors_of(fn, errors: list[str]) -> Any:
-    try:
-        return fn()
-    except SurveysimError as exc:
-        errors.append(str(exc))
-        return None
-
-
-def plan_run(config: RunConfig, source: str, plugins: Plugins) -> Plan:
-    """Resolve every plugin the configuration names and validate each plugin's options.
-
-    All problems are collected and raised together, each naming the file and dotted key.
-    """
-    errors: list[str] = []
-    survey = _errors_of(
-        lambda: plugins.surveys.get(config.survey, where=f"{source}: survey"), errors
+def _examples(items: ItemSet) -> list[Example]:
+    """Deprecated alias of :func:`surveysim_core.items.examples` (removed in the next release)."""
+    warnings.warn(
+        "surveysim_core.run._examples is deprecated; use surveysim_core.items.examples",
+        DeprecationWarning,
+        stacklevel=2,
     )
-    if survey is None:
-        raise ConfigError("\n".join(errors))
-    if config.survey_options or survey.Options is not None:
-        if survey.Options is None or survey.configure is None:
-            raise ConfigError(f"{source}: survey_options: survey {survey.name!r} takes no options")
-        options = validate_options(survey, config.survey_options, "survey_options", source)
-        survey = survey.configure(options)
-    spec = survey.spec
-    wanted = config.questions or [q.id for q in spec.questions]
-    unknown = [q for q in wanted if q not in {x.id for x in spec.questions}]
-    if unknown:
-        errors.append(f"{source}: questions: unknown question(s) {unknown} in survey {spec.name}")
-    answer_types: dict[str, AnswerType] = {}
-    parsers: dict[str, list[Any]] = {}
-    for i, q in enumerate(spec.questions):
-        if q.id not in wanted:
-            continue
-        where = f"{survey.source}: questions.{i}.answer"
-        at = _errors_of(
-            lambda q=q, w=where: answer_type_from_spec(q.answer, plugins.answer_types, w), errors
-        )
-        if at is not None:
-            answer_types[q.id] = at
-        chain = q.parsers or spec.parsers
-        parsers[q.id] = [
-            p for p in (
-                _errors_of(lambda n=n: plugins.parsers.get(n, where=f"{survey.source}: parsers"), errors)
-                for n in chain
-            ) if p is not None
-        ]  # fmt: skip
-    metric_names = config.evaluation.metrics or spec.metrics or list(plugins.metrics)
-    metrics = {}
-    for name in metric_names:
-        cls = _errors_of(
-            lambda n=name: plugins.metrics.get(n, where=f"{source}: evaluation.metrics"), errors
-        )
-        if cls is not None:
-            metrics[name] = cls()
-    for seg in config.evaluation.segments:
-        fld = spec.demographics.get(seg)
-        if fld is None or fld.multi:
-            errors.append(
-                f"{source}: evaluation.segments: {seg!r} is not a single-choice demographic field"
-                f" of {spec.name} ({', '.join(k for k, f in spec.demographics.items() if not f.multi)})"
-            )
-
-    def resolve(
-        kind: str, name: str, options: dict[str, Any], key: str, name_key: str = "name"
-    ) -> tuple[Any, Any] | None:
-        """The plugin class registered as ``name`` and its validated options, or None (the
-        problem is recorded). ``key`` is the dotted config key of the plugin reference."""
-        registry = plugins.registry(kind)
-        cls = _errors_of(lambda: registry.get(name, where=f"{source}: {key}.{name_key}"), errors)
-        if cls is None:
-            return None
-        where = f"{key}.options"
-        opts = _errors_of(lambda: validate_options(cls, options, where, source), errors)
-        return cls, opts
-
-    baselines = []
-    for i, ref in enumerate(config.baselines):
-        resolved = resolve("baselines", ref.name, ref.options, f"baselines.{i}")
-        if resolved is not None:
-            baselines.append((ref.name, resolved))
-    names = [n for n, _ in baselines]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        errors.append(f"{source}: baselines: {dupes} listed twice")
-    backend = loss = None
-    if config.backend is not None:
-        ref = config.backend
-        backend = resolve("backends", ref.name, ref.options, "backend")
-        loss = resolve("losses", ref.loss.name, ref.loss.options, "backend.loss")
-    # checked with or without a backend: a misspelt decoder is an error now, not on the GPU run
-    dec = config.decoding
-    resolved = resolve("decoders", dec.decoder, dec.options, "decoding", name_key="decoder")
-    decoder = resolved[0](resolved[1]) if resolved else None
-    pop = config.evaluation.population
-    resolved = resolve("samplers", pop.name, pop.options, "evaluation.population")
-    sampler = resolved[0](resolved[1]) if resolved else None
-    templates = dict(default_templates())
-    templates.update(_errors_of(lambda: _registered_templates(plugins), errors) or {})
-    templates.update(spec.templates)
-    renderer = PromptRenderer(templates, source=survey.source)
-    for q in spec.questions:
-        if q.id in wanted:
-            _errors_of(lambda q=q: renderer.template(q.template), errors)
-    _errors_of(lambda: renderer.template("system"), errors)
-    if errors:
-        raise ConfigError("\n".join(errors))
-    return Plan(
-        config, source, survey, answer_types, metrics, parsers, baselines, renderer,
-        backend, loss, decoder, sampler,
-    )  # fmt: skip
+    return examples(items)
 
 
-def _registered_templates(plugins: Plugins) -> dict[str, str]:
-    registry = plugins.templates
-    return {name: registry.get(name) for name in registry}
-
-
-# ----------------------------------------------------------------------------------------------
-def load_data(plan: Plan, run_dir: Path, plugins: Plugins, progress: Progress) -> SurveyData:
-    cfg, survey = plan.config.data, plan.survey
-    if cfg.source == "synthetic":
-        if survey.synthesize is None:
-            raise ConfigError(
-                f"{plan.source}: data.source: survey {survey.name} has no synthetic population; give data.path"
-            )
-        out = run_dir / "data"
-        path = out / "responses.csv"
-        if not path.exists():
-            progress(f"generating synthetic {survey.name} population (seed {cfg.seed})")
-            path = survey.synthesize(out, cfg.subjects or survey.spec.synthetic_subjects, cfg.seed)
-    else:
-        path = Path(cfg.path)
-    progress(f"reading {path}")
-    table = survey.load(path) if survey.load else read_table(path, plugins.data_formats)
-    # not filtered here: validate_long skips the questions this run leaves out, reports
-    # questions the survey does not have, and keeps row numbers those of the file
-    return validate_long(table, survey.spec, plan.answer_types, str(path))
-
-
-def build_items(
-    plan: Plan, data: SurveyData, subject_ids: list[str], render: bool = True
-) -> ItemSet:
-    sub = data.subset(subject_ids)
-    items = sub.responses.sort_values(["subject_id", "seq", "question"], kind="stable").reset_index(
-        drop=True
-    )
-    items["answer_text"] = [
-        plan.answer_types[q].labels[int(i)]
-        for q, i in zip(items["question"], _indices(plan, items), strict=True)
-    ]
-    prompts = render_prompts(plan, items, sub.respondents) if render else []
-    return ItemSet(items, sub.respondents, prompts, plan.answer_types)
-
-
-def _indices(plan: Plan, items: pd.DataFrame) -> np.ndarray:
-    out = np.empty(len(items), dtype=int)
-    for qid, answer in plan.answer_types.items():
-        mask = (items["question"] == qid).to_numpy()
-        out[mask] = answer.index_of(items.loc[mask, "answer"].to_numpy(float))
-    return out
-
-
-def render_prompts(plan: Plan, items: pd.DataFrame, respondents: pd.DataFrame) -> list[Prompt]:
-    spec = plan.survey.spec
-    labels = {name: f.label or name for name, f in spec.demographics.items()}
-    systems: dict[str, str] = {}
-    for sid, row in respondents.iterrows():
-        demo = render_demographics(row.to_dict(), labels)
-        systems[str(sid)] = plan.renderer.render(
-            "system", demographics=demo, respondent=row.to_dict()
-        )
-    questions = {q.id: q for q in spec.questions}
-    prompts = []
-    cache: dict[tuple, str] = {}
-    for rec in items.to_dict("records"):
-        q = questions[rec["question"]]
-        key = (q.id, *(rec[c] for c in q.context))
-        if key not in cache:
-            context = {c: spec.context_values.get(c, {}).get(rec[c], rec[c]) for c in q.context}
-            context_text = " ".join(v for v in context.values() if v)
-            cache[key] = plan.renderer.render(
-                q.template, question=q, answer=plan.answer_types[q.id],
-                context_text=context_text, **context,
-            )  # fmt: skip
-        prompts.append(Prompt(systems[rec["subject_id"]], cache[key]))
-    return prompts
-
-
-def parse_with(plan: Plan, qid: str):
-    chain = plan.parsers[qid]
-    answer = plan.answer_types[qid]
-
-    def parse(text: str) -> float | None:
-        for parser in chain:
-            value = parser(text, answer)
-            if value is not None:
-                return value
-        return None
-
-    return parse
-
-
-# ----------------------------------------------------------------------------------------------
 def execute(
     config: RunConfig,
     source: str,
@@ -283,10 +77,33 @@ def execute(
     run_dir: str | None = None,
     progress: Progress | None = None,
 ) -> Run:
+    """Run every stage of ``config`` into a run directory, and return the finished run."""
     progress = progress or Progress(stderr_progress)
     started = time.time()
     timings: dict[str, float] = {}
     plan = plan_run(config, source, plugins)
+    rd = open_run_dir(config, resume, run_dir, progress)
+
+    tick = time.time()
+    train, val, test = item_sets(plan, rd, plugins, progress)
+    timings["data"] = time.time() - tick
+
+    systems = build_systems(plan, rd.path, plugins, resume, progress)
+    scored = run_and_score(systems, plan, rd, train, val, test, resume, progress)
+    for s in scored:
+        timings.update(s.timings)
+
+    metrics, settings = write_results(plan, rd, scored, train, test)
+    timings["total"] = time.time() - started
+    run = Run(rd.path, plan, metrics, settings, timings)
+    finish(run, rd, plugins, progress)
+    return run
+
+
+def open_run_dir(
+    config: RunConfig, resume: bool, run_dir: str | None, progress: Progress
+) -> RunDir:
+    """The run directory: a new one, or the one to resume (same configuration only)."""
     path = choose_run_dir(config, resume, run_dir)
     if path.exists() and (path / "config.hash").exists() and not resume:
         raise ConfigError(f"{path}: a run is already there; add --resume to continue it")
@@ -301,9 +118,16 @@ def execute(
     rd.write_text("config.yaml", yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
     rd.write_text("config.hash", config_hash(config) + "\n")
     progress(f"run directory: {path}")
+    return rd
 
-    tick = time.time()
-    data = load_data(plan, path, plugins, progress)
+
+def item_sets(
+    plan: Plan, rd: RunDir, plugins: Plugins, progress: Progress
+) -> tuple[ItemSet, ItemSet, ItemSet]:
+    """Data, the subject-level split (written to ``splits.csv``) and the virtual participants:
+    the train, validation and test item sets, with prompts when a language model needs them."""
+    config, source = plan.config, plan.source
+    data = load_data(plan, rd.path, plugins, progress)
     split_cfg = config.split
     splits = split_by_subject(
         data.respondents.index, {"train": split_cfg.train, "val": split_cfg.val, "test": split_cfg.test},
@@ -335,96 +159,28 @@ def execute(
         f" split train/val/test = {len(splits['train'])}/{len(splits['val'])}/{len(test.respondents)} subjects"
         f" ({len(train)}/{len(val)}/{len(test)} answers)"
     )
-    timings["data"] = time.time() - tick
+    return train, val, test
 
-    segments = config.evaluation.segments or [
-        s for s in plan.survey.spec.segments if not plan.survey.spec.demographics[s].multi
-    ]
-    all_rows: list[pd.DataFrame] = []
-    settings_rows: list[dict[str, Any]] = []
-    fmt = config.output.predictions_format
 
-    def scored(system, setting, temperature, decoded_dist) -> pd.DataFrame:
-        return pd.DataFrame(
-            score_system(system, setting, temperature, test.items, test.respondents, decoded_dist,
-                         plan.answer_types, plan.metrics, segments),
-            columns=METRIC_COLUMNS,
-        )  # fmt: skip
-
-    def distribution_of(codes: np.ndarray) -> AnswerDistribution:
-        parts = []
-        for qid, answer in plan.answer_types.items():
-            mask = test.question_mask(qid)
-            if mask.any():
-                parts.append((mask, AnswerDistribution.from_codes(codes[mask], answer)))
-        return _stack(parts, len(test))
-
-    # -- baselines -------------------------------------------------------------------------
-    for name, (cls, opts) in plan.baselines:
-        tick = time.time()
-        metrics_file = f"systems/{name}/metrics.csv"
-        if resume and rd.done(metrics_file):
-            progress(f"baseline {name}: done earlier, kept")
-            all_rows.append(pd.read_csv(path / metrics_file))
-            settings_rows += pd.read_csv(path / f"systems/{name}/settings.csv").to_dict("records")
-            continue
-        progress(f"baseline {name}: fitting")
-        baseline = cls(opts)
-        frames, preds, sets = [], [], []
-        for pred in baseline.predict(train, test, config.evaluation.seed):
-            codes = np.asarray(pred.codes, dtype=float)
-            if codes.shape != (len(test),):
-                raise SurveysimError(
-                    f"baseline {name!r} returned {codes.shape} answers for {len(test)} items"
-                )
-            frames.append(scored(name, pred.setting, None, distribution_of(codes)))
-            preds.append(_prediction_frame(test, name, pred.setting, np.nan, codes, None))
-            sets.append(
-                {
-                    "system": name,
-                    "setting": pred.setting,
-                    "params": json.dumps(pred.params, sort_keys=True),
-                }
-            )
-        rd.write_frame(f"systems/{name}/predictions.{fmt}", pd.concat(preds, ignore_index=True))
-        rd.write_frame(f"systems/{name}/settings.csv", pd.DataFrame(sets))
-        frame = pd.concat(frames, ignore_index=True)
-        rd.write_frame(metrics_file, frame)
-        all_rows.append(frame)
-        settings_rows += sets
-        timings[f"baseline:{name}"] = time.time() - tick
-        progress(f"baseline {name}: {len(sets)} setting(s) in {time.time() - tick:.1f}s")
-
-    # -- language-model systems -------------------------------------------------------------
-    if plan.backend is not None:
-        timings.update(
-            _run_backend(
-                plan,
-                rd,
-                train,
-                val,
-                test,
-                resume,
-                progress,
-                plugins,
-                scored,
-                all_rows,
-                settings_rows,
-            )
-        )
-
-    # -- floors, metrics, report -------------------------------------------------------------
+def write_results(
+    plan: Plan, rd: RunDir, scored: list[Scored], train: ItemSet, test: ItemSet
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``metrics.csv`` (every system's rows and the noise floors) and ``settings.csv``."""
+    config = plan.config
     floors = pd.DataFrame(
         floor_rows(test.items, train.items, plan.answer_types, plan.metrics,
                    config.evaluation.bootstrap, config.evaluation.seed),
-        columns=METRIC_COLUMNS,
-    )  # fmt: skip
-    metrics = pd.concat([*all_rows, floors], ignore_index=True)
+        columns=SCORED_COLUMNS,
+    ).assign(system_id="")  # fmt: skip
+    metrics = pd.concat([*(s.metrics for s in scored), floors], ignore_index=True)
     rd.write_frame("metrics.csv", metrics)
-    settings = pd.DataFrame(settings_rows, columns=["system", "setting", "params"])
+    settings = pd.DataFrame([r for s in scored for r in s.settings], columns=SETTINGS_COLUMNS)
     rd.write_frame("settings.csv", settings)
-    timings["total"] = time.time() - started
-    run = Run(path, plan, metrics, settings, timings)
+    return metrics, settings
+
+
+def finish(run: Run, rd: RunDir, plugins: Plugins, progress: Progress) -> None:
+    """Report plugins, the report, ``status.json`` and the ``latest`` link."""
     if rd.main:
         # first, so that the report links the figures plugins draw; a failing report plugin
         # costs its own figure, not the results already written
@@ -433,126 +189,13 @@ def execute(
         except SurveysimError as exc:
             progress(f"warning: {exc}")
         write_report(run)
-    rd.write_text("status.json", json.dumps({"finished": True, "timings_s": timings}, indent=2))
-    latest = path.parent / "latest"
-    if rd.main and path.parent == Path(config.output.dir):
+    rd.write_text("status.json", json.dumps({"finished": True, "timings_s": run.timings}, indent=2))
+    latest = run.dir.parent / "latest"
+    if rd.main and run.dir.parent == Path(run.config.output.dir):
         try:
             if latest.is_symlink():
                 latest.unlink()
             if not latest.exists():
-                latest.symlink_to(path.name)
+                latest.symlink_to(run.dir.name)
         except OSError:
             pass
-    return run
-
-
-def _stack(parts, n) -> AnswerDistribution:
-    """Answers of several questions (different answer sets) in one distribution object.
-
-    Metrics only ever see one question at a time (``score_system`` cuts the rows back to that
-    question's support), so rows are padded to the widest support.
-    """
-    width = max((p.probs.shape[1] for _, p in parts), default=0)
-    probs = np.zeros((n, width))
-    exact = all(p.exact for _, p in parts) if parts else False
-    for mask, part in parts:
-        probs[mask, : part.probs.shape[1]] = part.probs
-    return AnswerDistribution(probs, exact)
-
-
-def _prediction_frame(test: ItemSet, system, setting, temperature, codes, texts) -> pd.DataFrame:
-    frame = test.items[["subject_id", "question", "seq", "answer"]].copy()
-    for col in test.items.columns:
-        if col not in {"subject_id", "question", "seq", "answer", "answer_text"}:
-            frame[col] = test.items[col]
-    frame = frame.rename(columns={"answer": "true_answer"})
-    frame.insert(0, "temperature", temperature)
-    frame.insert(0, "setting", setting)
-    frame.insert(0, "system", system)
-    frame["answer"] = codes
-    frame["ok"] = np.isfinite(codes)
-    if texts is not None:
-        frame["text"] = texts
-    return frame
-
-
-def _examples(items: ItemSet) -> list[Example]:
-    return [
-        Example(prompt, rec["answer_text"], rec["question"], rec["answer"],
-                items.answer_types[rec["question"]], rec["subject_id"])
-        for prompt, rec in zip(items.prompts, items.items.to_dict("records"), strict=True)
-    ]  # fmt: skip
-
-
-def _run_backend(
-    plan, rd, train, val, test, resume, progress, plugins, scored, all_rows, settings_rows
-):
-    cfg = plan.config
-    timings: dict[str, float] = {}
-    cls, opts = plan.backend
-    backend = cls(opts, rd.path, plugins, progress)
-    lcls, lopts = plan.loss
-    adapter = None
-    for system in cfg.backend.systems:
-        metrics_file = f"systems/{system}/metrics.csv"
-        if resume and rd.done(metrics_file):
-            progress(f"{system}: done earlier, kept")
-            all_rows.append(pd.read_csv(rd.path / metrics_file))
-            settings_rows.append({"system": system, "setting": cfg.backend.name, "params": "{}"})
-            continue
-        tick = time.time()
-        if system == "fine_tuned":
-            progress(f"fine-tuning on {len(train)} answers ({len(val)} for validation)")
-            adapter = backend.fine_tune(
-                _examples(train), _examples(val), lcls(lopts), rd.path / "adapter", resume
-            )
-            timings["fine_tune"] = time.time() - tick
-            tick = time.time()
-        model = backend.load(adapter if system == "fine_tuned" else None)
-        frames, preds = [], []
-        decoded_all: dict[float, list] = {}
-        # questions with the same answers and parsers are decoded in one call, so that a
-        # decoder can share each respondent's persona prefix across all of their questions
-        groups: dict[tuple, list[str]] = {}
-        for qid, answer in plan.answer_types.items():
-            key = (type(answer), tuple(answer.labels), tuple(map(id, plan.parsers[qid])))
-            groups.setdefault(key, []).append(qid)
-        for qids in groups.values():
-            mask = np.isin(test.items["question"].to_numpy(), qids)
-            if not mask.any():
-                continue
-            prompts = [p for p, m in zip(test.prompts, mask, strict=True) if m]
-            progress(
-                f"{system}: answering {len(prompts)} prompts ({', '.join(qids)})"
-                f" at t={cfg.decoding.temperatures}"
-            )
-            decoded = plan.decoder.decode(
-                model, prompts, plan.answer_types[qids[0]], parse_with(plan, qids[0]),
-                cfg.decoding.temperatures, cfg.decoding.max_new_tokens, cfg.decoding.seed,
-            )  # fmt: skip
-            for t, d in decoded.items():
-                decoded_all.setdefault(t, []).append((mask, d))
-        for t, parts in decoded_all.items():
-            dist = _stack([(m, d.distribution) for m, d in parts], len(test))
-            codes = np.full(len(test), np.nan)
-            texts: list[str | None] = [None] * len(test)
-            for mask, d in parts:
-                codes[mask] = d.codes
-                if d.texts is not None:
-                    for i, text in zip(np.nonzero(mask)[0], d.texts, strict=True):
-                        texts[i] = text
-            frames.append(scored(system, cfg.backend.name, t, dist))
-            has_text = any(x is not None for x in texts)
-            preds.append(
-                _prediction_frame(
-                    test, system, cfg.backend.name, t, codes, texts if has_text else None
-                )
-            )
-        fmt = cfg.output.predictions_format
-        rd.write_frame(f"systems/{system}/predictions.{fmt}", pd.concat(preds, ignore_index=True))
-        frame = pd.concat(frames, ignore_index=True)
-        rd.write_frame(metrics_file, frame)
-        all_rows.append(frame)
-        settings_rows.append({"system": system, "setting": cfg.backend.name, "params": "{}"})
-        timings[f"answer:{system}"] = time.time() - tick
-    return timings

@@ -140,18 +140,38 @@ def floor_rows(
     return rows
 
 
-#: metrics the summary shows when present, and whether lower is better
-SUMMARY_METRICS = {"kl": True, "rmse": True, "accuracy": False, "nll": True, "success_rate": False}
+def summary_metrics(catalogue: Mapping[str, Any]) -> dict[str, bool | None]:
+    """The metrics a summary shows (each metric's own ``summary`` flag) and each one's
+    direction (``lower_is_better``): those with a direction first, in catalogue order."""
+    shown = {
+        name: getattr(metric, "lower_is_better", None)
+        for name, metric in catalogue.items()
+        if getattr(metric, "summary", False)
+    }
+    ranked = [n for n, d in shown.items() if d is not None]
+    return {n: shown[n] for n in [*ranked, *(n for n in shown if n not in ranked)]}
 
 
-def summary_table(metrics: pd.DataFrame, names: Iterable[str] | None = None) -> str:
+def summary_table(
+    metrics: pd.DataFrame,
+    names: Iterable[str] | None = None,
+    *,
+    catalogue: Mapping[str, Any] | None = None,
+) -> str:
     """A readable per-question table of the overall (segment 'all') metrics.
 
-    Systems with many settings (grids) show their best setting by each shown metric that has a
-    direction (lowest KL, lowest RMSE, highest accuracy), with the setting id.
+    ``catalogue`` maps metric names to metric objects (a run's ``plan.metrics``): it says which
+    metrics to show and which way each is better. Without it every metric in ``metrics`` is
+    shown, none with a direction. Systems with many settings (grids) show their best setting by
+    each shown metric that has a direction (lowest KL, highest accuracy), with the setting id.
     """
     present = set(metrics["metric"])
-    names = [n for n in (names or SUMMARY_METRICS) if n in present]
+    directions = (
+        summary_metrics(catalogue)
+        if catalogue is not None
+        else dict.fromkeys(dict.fromkeys(metrics["metric"]), None)
+    )
+    names = [n for n in (names or directions) if n in present]
     overall = metrics[metrics["segment"] == "all"]
     lines = []
     for qid in overall["question"].unique():
@@ -166,10 +186,13 @@ def summary_table(metrics: pd.DataFrame, names: Iterable[str] | None = None) -> 
         shown_names = [n for n in names if n in wide.columns and wide[n].notna().any()]
         shown = []
         for system, group in wide.groupby("system", sort=False):
-            criteria = [n for n in shown_names if n != "success_rate" and group[n].notna().any()]
+            criteria = [
+                n for n in shown_names
+                if directions.get(n) is not None and group[n].notna().any()
+            ]  # fmt: skip
             if group["setting"].nunique() > 3 and criteria:
                 for n in criteria:
-                    best = group[n].idxmin() if SUMMARY_METRICS.get(n, True) else group[n].idxmax()
+                    best = group[n].idxmin() if directions[n] else group[n].idxmax()
                     label = f"{system} best {n} ({group.loc[best, 'setting']})"
                     shown.append(group.loc[[best]].assign(system=label))
             else:

@@ -22,6 +22,8 @@ class HFBackend(Backend):
     """Fine-tunes with LoRA/QLoRA and answers with a Hugging Face causal LM."""
 
     Options = HFOptions
+    #: the pre-trained model, and the model with a LoRA adapter trained on the training split
+    system_kinds = ("zero_shot", "fine_tuned")
 
     def __init__(
         self,

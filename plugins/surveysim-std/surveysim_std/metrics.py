@@ -72,6 +72,8 @@ def wasserstein_normalised(human: np.ndarray, model: np.ndarray, answer: AnswerT
 class KL(Metric):
     name = "kl"
     level = "population"
+    lower_is_better = True
+    summary = True
 
     def __call__(self, human, model: AnswerDistribution, answer: AnswerType) -> float:
         mass = model.probs.sum(axis=0)
@@ -83,6 +85,8 @@ class KL(Metric):
 class RMSE(Metric):
     name = "rmse"
     level = "individual"
+    lower_is_better = True
+    summary = True
     needs_order = True
 
     def __call__(self, human, model: AnswerDistribution, answer: AnswerType) -> float:
@@ -99,6 +103,9 @@ class SuccessRate(Metric):
 
     name = "success_rate"
     level = "individual"
+    # coverage of the answer set, not closeness to people: shown, never used to pick a best
+    lower_is_better = None
+    summary = True
 
     def __call__(self, human, model: AnswerDistribution, answer: AnswerType) -> float:
         return float(model.probs.sum(axis=1).mean()) if len(model) else float("nan")
@@ -107,6 +114,7 @@ class SuccessRate(Metric):
 class Wasserstein(Metric):
     name = "wasserstein"
     level = "population"
+    lower_is_better = True
     needs_order = True
 
     def __call__(self, human, model: AnswerDistribution, answer: AnswerType) -> float:
@@ -118,6 +126,7 @@ class Wasserstein(Metric):
 
 class Representativeness(Wasserstein):
     name = "representativeness"
+    lower_is_better = False  # 1 - Wasserstein
 
     def __call__(self, human, model: AnswerDistribution, answer: AnswerType) -> float:
         return 1.0 - super().__call__(human, model, answer)
@@ -128,6 +137,8 @@ class Accuracy(Metric):
 
     name = "accuracy"
     level = "individual"
+    lower_is_better = False
+    summary = True
 
     def __call__(self, human, model: AnswerDistribution, answer: AnswerType) -> float:
         idx = answer.index_of(human)
@@ -146,6 +157,8 @@ class NegativeLogLikelihood(Metric):
 
     name = "nll"
     level = "individual"
+    lower_is_better = True
+    summary = True
     needs_exact = True
 
     def __call__(self, human, model: AnswerDistribution, answer: AnswerType) -> float:

@@ -1,0 +1,131 @@
+"""The scoring stage: one path for every system. A system's result becomes metric rows, a
+predictions table and settings rows, written under ``systems/<name>/``; a resumed run reads back
+the systems already scored instead of running them again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from surveysim_core.plan import Plan
+from surveysim_core.protocols import ItemSet, Progress, System, SystemAnswers, SystemResult
+from surveysim_core.rundir import RunDir
+from surveysim_core.scoring import METRIC_COLUMNS, score_system
+
+#: metrics.csv: the tidy columns, then the id of the system's full settings
+SCORED_COLUMNS = [*METRIC_COLUMNS, "system_id"]
+SETTINGS_COLUMNS = ["system", "system_id", "setting", "params", "settings"]
+
+
+def system_id(settings: dict[str, Any]) -> str:
+    """A short id that is the same for the same settings, in any run, on any machine."""
+    text = json.dumps(settings, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+@dataclass
+class Scored:
+    """A system's metric rows and settings rows (and, when just computed, its predictions)."""
+
+    metrics: pd.DataFrame
+    settings: list[dict[str, Any]]
+    predictions: pd.DataFrame | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def score_result(result: SystemResult, plan: Plan, test: ItemSet) -> Scored:
+    """Metric rows, predictions and settings rows of one system's answers to ``test``."""
+    sid = system_id(result.settings)
+    frames, preds, settings = [], [], []
+    seen: set[str] = set()
+    for ans in result.answers:
+        rows = score_system(
+            result.system, ans.setting, ans.temperature, test.items, test.respondents,
+            ans.distribution, plan.answer_types, plan.metrics, plan.segments,
+        )  # fmt: skip
+        frames.append(pd.DataFrame(rows, columns=METRIC_COLUMNS).assign(system_id=sid))
+        preds.append(prediction_frame(test, result.system, ans))
+        if ans.setting not in seen:
+            seen.add(ans.setting)
+            settings.append(
+                {
+                    "system": result.system,
+                    "system_id": sid,
+                    "setting": ans.setting,
+                    "params": json.dumps(ans.params, sort_keys=True, default=str),
+                    "settings": json.dumps(result.settings, sort_keys=True, default=str),
+                }
+            )
+    metrics = (
+        pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=SCORED_COLUMNS)
+    )
+    predictions = pd.concat(preds, ignore_index=True) if preds else None
+    return Scored(metrics, settings, predictions)
+
+
+def prediction_frame(test: ItemSet, system: str, ans: SystemAnswers) -> pd.DataFrame:
+    """Per-item answers beside the true ones, with the item's context columns."""
+    frame = test.items[["subject_id", "question", "seq", "answer"]].copy()
+    for col in test.items.columns:
+        if col not in {"subject_id", "question", "seq", "answer", "answer_text"}:
+            frame[col] = test.items[col]
+    frame = frame.rename(columns={"answer": "true_answer"})
+    frame.insert(0, "temperature", np.nan if ans.temperature is None else ans.temperature)
+    frame.insert(0, "setting", ans.setting)
+    frame.insert(0, "system", system)
+    codes = np.full(len(test), np.nan) if ans.codes is None else np.asarray(ans.codes, float)
+    frame["answer"] = codes
+    frame["ok"] = np.isfinite(codes)
+    if ans.texts is not None:
+        frame["text"] = ans.texts
+    return frame
+
+
+def run_and_score(
+    systems: list[System],
+    plan: Plan,
+    rd: RunDir,
+    train: ItemSet,
+    val: ItemSet,
+    test: ItemSet,
+    resume: bool,
+    progress: Progress,
+) -> list[Scored]:
+    """Run each system and score it, keeping on resume the systems a run already scored."""
+    fmt = plan.config.output.predictions_format
+    out = []
+    for system in systems:
+        folder = f"systems/{system.name}"
+        if resume and rd.done(f"{folder}/metrics.csv") and rd.done(f"{folder}/settings.csv"):
+            progress(f"{system.name}: done earlier, kept")
+            out.append(
+                Scored(
+                    pd.read_csv(rd.path / f"{folder}/metrics.csv"),
+                    pd.read_csv(rd.path / f"{folder}/settings.csv").to_dict("records"),
+                )
+            )
+            continue
+        tick = time.time()
+        progress(f"{system.name}: running")
+        result = system.run(train, val, test)
+        scored = score_result(result, plan, test)
+        if scored.predictions is not None:
+            rd.write_frame(f"{folder}/predictions.{fmt}", scored.predictions)
+        rd.write_frame(
+            f"{folder}/settings.csv", pd.DataFrame(scored.settings, columns=SETTINGS_COLUMNS)
+        )
+        # last: its presence marks the system as done for a resumed run
+        rd.write_frame(f"{folder}/metrics.csv", scored.metrics)
+        scored.timings[f"system:{system.name}"] = time.time() - tick
+        for key, value in getattr(system, "timings", {}).items():
+            scored.timings[f"system:{system.name}:{key}"] = value
+        progress(f"{system.name}: {len(scored.settings)} setting(s) in {time.time() - tick:.1f}s")
+        out.append(scored)
+    return out

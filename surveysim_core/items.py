@@ -1,0 +1,115 @@
+"""The items-and-prompts stage: the survey's answers, the items of each split and their
+rendered prompts, answer parsers, and training examples."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from surveysim_core.data import SurveyData, read_table, validate_long
+from surveysim_core.errors import ConfigError
+from surveysim_core.plan import Plan
+from surveysim_core.plugins import Plugins
+from surveysim_core.prompts import render_demographics
+from surveysim_core.protocols import Example, ItemSet, Progress, Prompt
+
+
+def load_data(plan: Plan, run_dir: Path, plugins: Plugins, progress: Progress) -> SurveyData:
+    """The survey's answers: its synthetic population (generated into the run directory) or
+    the data file, validated against the survey."""
+    cfg, survey = plan.config.data, plan.survey
+    if cfg.source == "synthetic":
+        if survey.synthesize is None:
+            raise ConfigError(
+                f"{plan.source}: data.source: survey {survey.name} has no synthetic population; give data.path"
+            )
+        out = run_dir / "data"
+        path = out / "responses.csv"
+        if not path.exists():
+            progress(f"generating synthetic {survey.name} population (seed {cfg.seed})")
+            path = survey.synthesize(out, cfg.subjects or survey.spec.synthetic_subjects, cfg.seed)
+    else:
+        path = Path(cfg.path)
+    progress(f"reading {path}")
+    table = survey.load(path) if survey.load else read_table(path, plugins.data_formats)
+    # not filtered here: validate_long skips the questions this run leaves out, reports
+    # questions the survey does not have, and keeps row numbers those of the file
+    return validate_long(table, survey.spec, plan.answer_types, str(path))
+
+
+def build_items(
+    plan: Plan, data: SurveyData, subject_ids: list[str], render: bool = True
+) -> ItemSet:
+    """The items of ``subject_ids`` in a stable order, with their prompts when ``render``."""
+    sub = data.subset(subject_ids)
+    items = sub.responses.sort_values(["subject_id", "seq", "question"], kind="stable").reset_index(
+        drop=True
+    )
+    items["answer_text"] = [
+        plan.answer_types[q].labels[int(i)]
+        for q, i in zip(items["question"], _indices(plan, items), strict=True)
+    ]
+    prompts = render_prompts(plan, items, sub.respondents) if render else []
+    return ItemSet(items, sub.respondents, prompts, plan.answer_types)
+
+
+def _indices(plan: Plan, items: pd.DataFrame) -> np.ndarray:
+    out = np.empty(len(items), dtype=int)
+    for qid, answer in plan.answer_types.items():
+        mask = (items["question"] == qid).to_numpy()
+        out[mask] = answer.index_of(items.loc[mask, "answer"].to_numpy(float))
+    return out
+
+
+def render_prompts(plan: Plan, items: pd.DataFrame, respondents: pd.DataFrame) -> list[Prompt]:
+    """One chat prompt per item: the respondent's persona and the question in context."""
+    spec = plan.survey.spec
+    labels = {name: f.label or name for name, f in spec.demographics.items()}
+    systems: dict[str, str] = {}
+    for sid, row in respondents.iterrows():
+        demo = render_demographics(row.to_dict(), labels)
+        systems[str(sid)] = plan.renderer.render(
+            "system", demographics=demo, respondent=row.to_dict()
+        )
+    questions = {q.id: q for q in spec.questions}
+    prompts = []
+    cache: dict[tuple, str] = {}
+    for rec in items.to_dict("records"):
+        q = questions[rec["question"]]
+        key = (q.id, *(rec[c] for c in q.context))
+        if key not in cache:
+            context = {c: spec.context_values.get(c, {}).get(rec[c], rec[c]) for c in q.context}
+            context_text = " ".join(v for v in context.values() if v)
+            cache[key] = plan.renderer.render(
+                q.template, question=q, answer=plan.answer_types[q.id],
+                context_text=context_text, **context,
+            )  # fmt: skip
+        prompts.append(Prompt(systems[rec["subject_id"]], cache[key]))
+    return prompts
+
+
+def parse_with(plan: Plan, qid: str) -> Callable[[str], float | None]:
+    """The answer parser of question ``qid``: its parser chain, first answer wins."""
+    chain = plan.parsers[qid]
+    answer = plan.answer_types[qid]
+
+    def parse(text: str) -> float | None:
+        for parser in chain:
+            value = parser(text, answer)
+            if value is not None:
+                return value
+        return None
+
+    return parse
+
+
+def examples(items: ItemSet) -> list[Example]:
+    """Training examples (prompt and answer text) of an item set with rendered prompts."""
+    return [
+        Example(prompt, rec["answer_text"], rec["question"], rec["answer"],
+                items.answer_types[rec["question"]], rec["subject_id"])
+        for prompt, rec in zip(items.prompts, items.items.to_dict("records"), strict=True)
+    ]  # fmt: skip

@@ -1,0 +1,210 @@
+"""The systems stage: everything that answers the test items, behind one :class:`System`
+interface. A baseline plugin becomes a system through :class:`BaselineSystem`; each system kind
+a language-model backend declares becomes one through :class:`LanguageModelSystem`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from surveysim_core.answers import AnswerDistribution, AnswerType
+from surveysim_core.errors import SurveysimError
+from surveysim_core.items import examples, parse_with
+from surveysim_core.plan import Plan
+from surveysim_core.protocols import (
+    Backend,
+    ItemSet,
+    Progress,
+    System,
+    SystemAnswers,
+    SystemResult,
+)
+
+
+def stack_distributions(
+    parts: list[tuple[np.ndarray, AnswerDistribution]], n: int
+) -> AnswerDistribution:
+    """Answers of several questions (different answer sets) in one distribution object.
+
+    Metrics only ever see one question at a time (the scorer cuts the rows back to that
+    question's support), so rows are padded to the widest support.
+    """
+    width = max((p.probs.shape[1] for _, p in parts), default=0)
+    probs = np.zeros((n, width))
+    exact = all(p.exact for _, p in parts) if parts else False
+    for mask, part in parts:
+        probs[mask, : part.probs.shape[1]] = part.probs
+    return AnswerDistribution(probs, exact)
+
+
+def distribution_of_codes(
+    codes: np.ndarray, test: ItemSet, answer_types: Mapping[str, AnswerType]
+) -> AnswerDistribution:
+    """Point answers as a (sampled, not exact) distribution per item."""
+    parts = []
+    for qid, answer in answer_types.items():
+        mask = test.question_mask(qid)
+        if mask.any():
+            parts.append((mask, AnswerDistribution.from_codes(codes[mask], answer)))
+    return stack_distributions(parts, len(test))
+
+
+class BaselineSystem:
+    """A :class:`~surveysim_core.protocols.Baseline` plugin as a system: each of its settings'
+    point answers, scored as a distribution."""
+
+    def __init__(self, name: str, cls: type, options: Any, plan: Plan):
+        self.name = name
+        self.cls = cls
+        self.options = options
+        self.plan = plan
+        self.settings = {
+            "kind": "baseline",
+            "baseline": name,
+            "options": options.model_dump(mode="json") if options is not None else {},
+            "seed": plan.config.evaluation.seed,
+        }
+
+    def run(self, train: ItemSet, val: ItemSet, test: ItemSet) -> SystemResult:
+        baseline = self.cls(self.options)
+        answers = []
+        for pred in baseline.predict(train, test, self.plan.config.evaluation.seed):
+            codes = np.asarray(pred.codes, dtype=float)
+            if codes.shape != (len(test),):
+                raise SurveysimError(
+                    f"baseline {self.name!r} returned {codes.shape} answers for {len(test)} items"
+                )
+            dist = distribution_of_codes(codes, test, self.plan.answer_types)
+            answers.append(SystemAnswers(pred.setting, dist, codes, None, dict(pred.params)))
+        return SystemResult(self.name, self.settings, answers)
+
+
+class LanguageModelSystem:
+    """One system kind of a language-model backend (``zero_shot``, ``fine_tuned``, ...):
+    the backend picks the adapter for the kind, and the decoder draws its answers."""
+
+    def __init__(
+        self,
+        kind: str,
+        backend: Backend,
+        plan: Plan,
+        adapter_dir: Path,
+        resume: bool,
+        progress: Progress,
+    ):
+        cfg = plan.config
+        assert cfg.backend is not None and plan.loss is not None
+        self.name = kind
+        self.kind = kind
+        self.backend = backend
+        self.plan = plan
+        self.adapter_dir = adapter_dir
+        self.resume = resume
+        self.progress = progress
+        self.timings: dict[str, float] = {}
+        self.settings = {
+            "kind": kind,
+            "backend": cfg.backend.name,
+            "backend_options": cfg.backend.options,
+            "loss": cfg.backend.loss.model_dump(mode="json"),
+            "decoding": cfg.decoding.model_dump(mode="json"),
+        }
+
+    def run(self, train: ItemSet, val: ItemSet, test: ItemSet) -> SystemResult:
+        plan, cfg = self.plan, self.plan.config
+        tick = time.time()
+        lcls, lopts = plan.loss  # type: ignore[misc]
+        if self.kind != "zero_shot":
+            self.progress(
+                f"{self.kind}: preparing on {len(train)} answers ({len(val)} for validation)"
+            )
+        adapter = self.backend.adapter_for(
+            self.kind, examples(train), examples(val), lcls(lopts), self.adapter_dir, self.resume
+        )
+        self.timings["prepare"] = time.time() - tick
+        tick = time.time()
+        model = self.backend.load(adapter)
+        decoded_all: dict[float, list] = {}
+        # questions with the same answers and parsers are decoded in one call, so that a
+        # decoder can share each respondent's persona prefix across all of their questions
+        groups: dict[tuple, list[str]] = {}
+        for qid, answer in plan.answer_types.items():
+            key = (type(answer), tuple(answer.labels), tuple(map(id, plan.parsers[qid])))
+            groups.setdefault(key, []).append(qid)
+        for qids in groups.values():
+            mask = np.isin(test.items["question"].to_numpy(), qids)
+            if not mask.any():
+                continue
+            prompts = [p for p, m in zip(test.prompts, mask, strict=True) if m]
+            self.progress(
+                f"{self.kind}: answering {len(prompts)} prompts ({', '.join(qids)})"
+                f" at t={cfg.decoding.temperatures}"
+            )
+            decoded = plan.decoder.decode(
+                model, prompts, plan.answer_types[qids[0]], parse_with(plan, qids[0]),
+                cfg.decoding.temperatures, cfg.decoding.max_new_tokens, cfg.decoding.seed,
+            )  # fmt: skip
+            for t, d in decoded.items():
+                decoded_all.setdefault(t, []).append((mask, d))
+        answers = []
+        for t, parts in decoded_all.items():
+            dist = stack_distributions([(m, d.distribution) for m, d in parts], len(test))
+            codes = np.full(len(test), np.nan)
+            texts: list[str | None] = [None] * len(test)
+            for mask, d in parts:
+                codes[mask] = d.codes
+                if d.texts is not None:
+                    for i, text in zip(np.nonzero(mask)[0], d.texts, strict=True):
+                        texts[i] = text
+            has_text = any(x is not None for x in texts)
+            answers.append(
+                SystemAnswers(cfg.backend.name, dist, codes, t, {}, texts if has_text else None)  # type: ignore[union-attr]
+            )
+        self.timings["answer"] = time.time() - tick
+        return SystemResult(self.name, self.settings, answers)
+
+
+def build_systems(
+    plan: Plan, run_dir: Path, plugins: Any, resume: bool, progress: Progress
+) -> list[System]:
+    """Every system the plan names: baselines first, then the backend's system kinds."""
+    systems: list[System] = [
+        BaselineSystem(name, cls, opts, plan) for name, (cls, opts) in plan.baselines
+    ]
+    if plan.backend is not None and plan.lm_systems:
+        cls, opts = plan.backend
+        backend = _LazyBackend(cls, opts, run_dir, plugins, progress)
+        for kind in plan.lm_systems:
+            systems.append(
+                LanguageModelSystem(kind, backend, plan, run_dir / "adapter", resume, progress)  # type: ignore[arg-type]
+            )
+    return systems
+
+
+class _LazyBackend:
+    """The backend, built on first use: a resumed run whose language-model systems are all
+    done never loads it (building one can mean loading torch)."""
+
+    def __init__(self, cls: type, options: Any, run_dir: Path, plugins: Any, progress: Progress):
+        self._args = (cls, options, run_dir, plugins, progress)
+        self._backend: Backend | None = None
+
+    def _get(self) -> Backend:
+        if self._backend is None:
+            cls, options, run_dir, plugins, progress = self._args
+            self._backend = cls(options, run_dir, plugins, progress)
+        return self._backend
+
+    def adapter_for(self, *args: Any) -> Path | None:
+        backend = self._get()
+        if not hasattr(backend, "adapter_for"):  # a duck-typed backend from before system kinds
+            return Backend.adapter_for(backend, *args)  # type: ignore[arg-type]
+        return backend.adapter_for(*args)
+
+    def load(self, adapter: Path | None) -> Any:
+        return self._get().load(adapter)
