@@ -149,7 +149,8 @@ def survey_data(train_n: int, test_n: int, workdir: Path, survey: str = "evshift
     from surveysim_core.config import load_config
     from surveysim_core.plugins import get_plugins
     from surveysim_core.protocols import Progress
-    from surveysim_core.run import _examples, build_items, load_data, plan_run
+    from surveysim_core.items import build_items, examples, load_data
+    from surveysim_core.plan import plan_run
     from surveysim_core.split import split_by_subject
 
     source = str(ROOT / "surveys" / "evshift.yaml")
@@ -165,7 +166,7 @@ def survey_data(train_n: int, test_n: int, workdir: Path, survey: str = "evshift
     )
     train = build_items(plan, data, splits["train"])
     test = build_items(plan, data, splits["test"])
-    return plan, _examples(train), test
+    return plan, examples(train), test
 
 
 def hf_trainer_epoch(backend, examples, batch_size: int) -> dict:
