@@ -147,10 +147,10 @@ def matmul_peak(n: int = 2048, repeats: int = 8) -> float:
 def survey_data(train_n: int, test_n: int, workdir: Path, survey: str = "evshift"):
     """Training examples and the test ItemSet, built by the core's run machinery."""
     from surveysim_core.config import load_config
-    from surveysim_core.plugins import get_plugins
-    from surveysim_core.protocols import Progress
     from surveysim_core.items import build_items, examples, load_data
     from surveysim_core.plan import plan_run
+    from surveysim_core.plugins import get_plugins
+    from surveysim_core.protocols import Progress
     from surveysim_core.split import split_by_subject
 
     source = str(ROOT / "surveys" / "evshift.yaml")

@@ -119,6 +119,18 @@ class OutputSection(Strict):
     )
 
 
+class VariantSection(Strict):
+    """One more language-model system: changes to ``backend`` / ``decoding`` by key path."""
+
+    label: str | None = Field(
+        None, description="Name shown in results (default: the keys and values it sets)."
+    )
+    set: dict[str, Any] = Field(
+        description="Key paths under backend or decoding and their values, e.g."
+        " backend.options.model: HuggingFaceTB/SmolLM2-360M-Instruct."
+    )
+
+
 class RunConfig(Strict):
     """A whole run: what to simulate, how to fit it and how to score it."""
 
@@ -136,6 +148,40 @@ class RunConfig(Strict):
         default_factory=list, description="Baselines that need no language model."
     )
     output: OutputSection = Field(default_factory=OutputSection)
+    variants: list[VariantSection] = Field(
+        default_factory=list,
+        description="Language-model systems besides the one ``backend`` and ``decoding`` give:"
+        " each variant changes some of their keys (another model, other options, loss or"
+        " decoding). Data, split and baselines are shared.",
+    )
+    sweep: dict[str, list[Any]] = Field(
+        default_factory=dict,
+        description="A grid over key paths of ``backend`` and ``decoding`` (e.g."
+        " backend.options.lora_r: [4, 8]): every combination is a language-model system,"
+        " for each variant.",
+    )
+
+    @model_validator(mode="after")
+    def _sweep_keys(self) -> RunConfig:
+        for key, values in self.sweep.items():
+            if key.split(".")[0] not in SWEEPABLE:
+                raise ValueError(
+                    f"sweep: {key}: only keys under {', '.join(SWEEPABLE)} can be swept in one"
+                    " run (data, split and baselines are shared by every system)"
+                )
+            if not values:
+                raise ValueError(f"sweep: {key}: needs at least one value")
+        for i, variant in enumerate(self.variants):
+            for key in variant.set:
+                if key.split(".")[0] not in SWEEPABLE:
+                    raise ValueError(f"variants.{i}.set: {key}: only keys under backend, decoding")
+        if (self.sweep or self.variants) and self.backend is None:
+            raise ValueError("sweep and variants need a backend")
+        return self
+
+
+#: the sections a sweep or a variant may change: what a language-model system is
+SWEEPABLE = ("backend", "decoding")
 
 
 # --------------------------------------------------------------------------------------------
@@ -225,6 +271,13 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     """Read, override and validate a run configuration (the core's sections only)."""
     data = read_yaml(path)
     for assignment in overrides:
+        key, _, raw = assignment.partition("=")
+        sweep = data.get("sweep")
+        if isinstance(sweep, dict) and key.strip() in sweep:
+            # a swept key takes the list of values to sweep over
+            value = yaml.safe_load(raw) if raw else raw
+            sweep[key.strip()] = value if isinstance(value, list) else [value]
+            continue
         apply_override(data, assignment)
     try:
         return RunConfig.model_validate(data)

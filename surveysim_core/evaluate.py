@@ -5,7 +5,6 @@ the systems already scored instead of running them again.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -18,16 +17,11 @@ from surveysim_core.plan import Plan
 from surveysim_core.protocols import ItemSet, Progress, System, SystemAnswers, SystemResult
 from surveysim_core.rundir import RunDir
 from surveysim_core.scoring import METRIC_COLUMNS, score_system
+from surveysim_core.systems import system_id
 
 #: metrics.csv: the tidy columns, then the id of the system's full settings
 SCORED_COLUMNS = [*METRIC_COLUMNS, "system_id"]
 SETTINGS_COLUMNS = ["system", "system_id", "setting", "params", "settings"]
-
-
-def system_id(settings: dict[str, Any]) -> str:
-    """A short id that is the same for the same settings, in any run, on any machine."""
-    text = json.dumps(settings, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
 @dataclass

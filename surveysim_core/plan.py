@@ -15,6 +15,7 @@ from surveysim_core.errors import ConfigError, SurveysimError
 from surveysim_core.plugins import Plugins
 from surveysim_core.prompts import PromptRenderer, default_templates
 from surveysim_core.survey import Survey
+from surveysim_core.sweep import variant_configs
 
 
 @dataclass
@@ -40,6 +41,22 @@ class Plan:
     sampler: Any = None
     lm_systems: list[str] = field(default_factory=list)
     segments: list[str] = field(default_factory=list)
+    #: every language-model configuration of the run (the base one first; more with
+    #: ``variants`` or a ``sweep``)
+    lm_variants: list[LMVariant] = field(default_factory=list)
+
+
+@dataclass
+class LMVariant:
+    """One language-model configuration, resolved: ``label`` names it in results ("" when the
+    run has only one); ``config`` is the run configuration with its changes applied."""
+
+    label: str
+    config: RunConfig
+    backend: tuple[type, Any]
+    loss: tuple[type, Any]
+    decoder: Any
+    kinds: list[str]
 
 
 def _errors_of(fn, errors: list[str]) -> Any:
@@ -127,18 +144,37 @@ def plan_run(config: RunConfig, source: str, plugins: Plugins) -> Plan:
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         errors.append(f"{source}: baselines: {dupes} listed twice")
-    backend = loss = None
-    lm_systems: list[str] = []
-    if config.backend is not None:
-        ref = config.backend
-        backend = resolve("backends", ref.name, ref.options, "backend")
-        loss = resolve("losses", ref.loss.name, ref.loss.options, "backend.loss")
-        if backend is not None:
-            lm_systems = _errors_of(lambda: backend_systems(backend[0], ref, source), errors) or []
     # checked with or without a backend: a misspelt decoder is an error now, not on the GPU run
     dec = config.decoding
-    resolved = resolve("decoders", dec.decoder, dec.options, "decoding", name_key="decoder")
-    decoder = resolved[0](resolved[1]) if resolved else None
+    base_decoder = resolve("decoders", dec.decoder, dec.options, "decoding", name_key="decoder")
+    decoder = base_decoder[0](base_decoder[1]) if base_decoder else None
+    lm_variants: list[LMVariant] = []
+    variants = _errors_of(lambda: variant_configs(config, source), errors) or []
+    for variant in variants if config.backend is not None else []:
+        at = f"({variant.where}) " if variant.where else ""
+        ref, dec = variant.config.backend, variant.config.decoding
+        assert ref is not None
+        backend = resolve("backends", ref.name, ref.options, f"{at}backend")
+        loss = resolve("losses", ref.loss.name, ref.loss.options, f"{at}backend.loss")
+        kinds = (
+            _errors_of(lambda b=backend, r=ref: backend_systems(b[0], r, source), errors) or []
+            if backend is not None
+            else []
+        )
+        resolved = (
+            resolve("decoders", dec.decoder, dec.options, f"{at}decoding", "decoder")
+            if variant.changes
+            else base_decoder
+        )
+        if backend is not None and loss is not None and resolved is not None:
+            variant_decoder = resolved[0](resolved[1])
+            lm_variants.append(
+                LMVariant(variant.label, variant.config, backend, loss, variant_decoder, kinds)
+            )
+    base = lm_variants[0] if lm_variants else None
+    backend = base.backend if base else None
+    loss = base.loss if base else None
+    lm_systems = base.kinds if base else []
     pop = config.evaluation.population
     resolved = resolve("samplers", pop.name, pop.options, "evaluation.population")
     sampler = resolved[0](resolved[1]) if resolved else None
@@ -150,14 +186,14 @@ def plan_run(config: RunConfig, source: str, plugins: Plugins) -> Plan:
         if q.id in wanted:
             _errors_of(lambda q=q: renderer.template(q.template), errors)
     _errors_of(lambda: renderer.template("system"), errors)
-    if errors:
-        raise ConfigError("\n".join(errors))
+    if errors:  # a problem shared by every point of a sweep is said once
+        raise ConfigError("\n".join(dict.fromkeys(errors)))
     segments = config.evaluation.segments or [
         s for s in spec.segments if s in spec.demographics and not spec.demographics[s].multi
     ]
     return Plan(
         config, source, survey, answer_types, metrics, parsers, baselines, renderer,
-        backend, loss, decoder, sampler, lm_systems, segments,
+        backend, loss, decoder, sampler, lm_systems, segments, lm_variants,
     )  # fmt: skip
 
 

@@ -147,6 +147,9 @@ class Backend:
     #: ``zero_shot`` answers with the pre-trained model, ``fine_tuned`` with an adapter trained
     #: on the training split; a backend with other kinds overrides this and :meth:`adapter_for`
     system_kinds: ClassVar[tuple[str, ...]] = ("zero_shot", "fine_tuned")
+    #: options that only matter to training: a kind that does not train ignores them, so that
+    #: a sweep over them shares one zero-shot pass
+    training_options: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, options: BaseModel | None, run_dir: Path, plugins: Any, progress: Progress):
         self.options = options
@@ -168,6 +171,16 @@ class Backend:
     def load(self, adapter: Path | None) -> Model:
         """The pre-trained model (``adapter`` None) or the fine-tuned one."""
         raise NotImplementedError
+
+    @classmethod
+    def system_settings(
+        cls, kind: str, options: dict[str, Any], loss: dict[str, Any]
+    ) -> dict[str, Any]:
+        """What the answers of system ``kind`` depend on, of the backend's options and the loss
+        (systems with equal settings share one answer pass)."""
+        if kind == "zero_shot":
+            return {"options": {k: v for k, v in options.items() if k not in cls.training_options}}
+        return {"options": options, "loss": loss}
 
     def adapter_for(
         self,

@@ -5,6 +5,9 @@ a language-model backend declares becomes one through :class:`LanguageModelSyste
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,7 +18,7 @@ import numpy as np
 from surveysim_core.answers import AnswerDistribution, AnswerType
 from surveysim_core.errors import SurveysimError
 from surveysim_core.items import examples, parse_with
-from surveysim_core.plan import Plan
+from surveysim_core.plan import LMVariant, Plan
 from surveysim_core.protocols import (
     Backend,
     ItemSet,
@@ -85,44 +88,50 @@ class BaselineSystem:
 
 
 class LanguageModelSystem:
-    """One system kind of a language-model backend (``zero_shot``, ``fine_tuned``, ...):
-    the backend picks the adapter for the kind, and the decoder draws its answers."""
+    """One system kind of a language-model backend (``zero_shot``, ``fine_tuned``, ...) in one
+    language-model configuration: the backend picks the adapter for the kind, and the decoder
+    draws its answers."""
 
     def __init__(
         self,
         kind: str,
         backend: Backend,
+        variant: LMVariant,
         plan: Plan,
         adapter_dir: Path,
         resume: bool,
         progress: Progress,
     ):
-        cfg = plan.config
-        assert cfg.backend is not None and plan.loss is not None
+        cfg = variant.config
+        assert cfg.backend is not None
         self.name = kind
         self.kind = kind
         self.backend = backend
+        self.variant = variant
         self.plan = plan
         self.adapter_dir = adapter_dir
         self.resume = resume
         self.progress = progress
         self.timings: dict[str, float] = {}
+        cls, opts = variant.backend
+        _, lopts = variant.loss
+        options = opts.model_dump(mode="json") if opts is not None else dict(cfg.backend.options)
+        loss = {
+            "name": cfg.backend.loss.name,
+            "options": lopts.model_dump(mode="json") if lopts is not None else {},
+        }
+        system_settings = getattr(cls, "system_settings", None) or Backend.system_settings
         self.settings = {
             "kind": kind,
             "backend": cfg.backend.name,
-            "backend_options": cfg.backend.options,
-            "loss": cfg.backend.loss.model_dump(mode="json"),
+            **system_settings(kind, options, loss),
             "decoding": cfg.decoding.model_dump(mode="json"),
         }
 
     def run(self, train: ItemSet, val: ItemSet, test: ItemSet) -> SystemResult:
-        plan, cfg = self.plan, self.plan.config
+        plan, variant, cfg = self.plan, self.variant, self.variant.config
         tick = time.time()
-        lcls, lopts = plan.loss  # type: ignore[misc]
-        if self.kind != "zero_shot":
-            self.progress(
-                f"{self.kind}: preparing on {len(train)} answers ({len(val)} for validation)"
-            )
+        lcls, lopts = variant.loss
         adapter = self.backend.adapter_for(
             self.kind, examples(train), examples(val), lcls(lopts), self.adapter_dir, self.resume
         )
@@ -142,15 +151,16 @@ class LanguageModelSystem:
                 continue
             prompts = [p for p, m in zip(test.prompts, mask, strict=True) if m]
             self.progress(
-                f"{self.kind}: answering {len(prompts)} prompts ({', '.join(qids)})"
+                f"{self.name}: answering {len(prompts)} prompts ({', '.join(qids)})"
                 f" at t={cfg.decoding.temperatures}"
             )
-            decoded = plan.decoder.decode(
+            decoded = variant.decoder.decode(
                 model, prompts, plan.answer_types[qids[0]], parse_with(plan, qids[0]),
                 cfg.decoding.temperatures, cfg.decoding.max_new_tokens, cfg.decoding.seed,
             )  # fmt: skip
             for t, d in decoded.items():
                 decoded_all.setdefault(t, []).append((mask, d))
+        setting = cfg.backend.name  # type: ignore[union-attr]
         answers = []
         for t, parts in decoded_all.items():
             dist = stack_distributions([(m, d.distribution) for m, d in parts], len(test))
@@ -162,9 +172,7 @@ class LanguageModelSystem:
                     for i, text in zip(np.nonzero(mask)[0], d.texts, strict=True):
                         texts[i] = text
             has_text = any(x is not None for x in texts)
-            answers.append(
-                SystemAnswers(cfg.backend.name, dist, codes, t, {}, texts if has_text else None)  # type: ignore[union-attr]
-            )
+            answers.append(SystemAnswers(setting, dist, codes, t, {}, texts if has_text else None))
         self.timings["answer"] = time.time() - tick
         return SystemResult(self.name, self.settings, answers)
 
@@ -172,18 +180,50 @@ class LanguageModelSystem:
 def build_systems(
     plan: Plan, run_dir: Path, plugins: Any, resume: bool, progress: Progress
 ) -> list[System]:
-    """Every system the plan names: baselines first, then the backend's system kinds."""
+    """Every system the plan names: baselines first, then each backend kind of each
+    language-model configuration. Kinds whose settings are equal in several configurations
+    (a zero-shot model under a sweep of training options) are one system, run once."""
     systems: list[System] = [
         BaselineSystem(name, cls, opts, plan) for name, (cls, opts) in plan.baselines
     ]
-    if plan.backend is not None and plan.lm_systems:
-        cls, opts = plan.backend
+    lm: list[LanguageModelSystem] = []
+    seen: set[str] = set()
+    for variant in plan.lm_variants:
+        cls, opts = variant.backend
         backend = _LazyBackend(cls, opts, run_dir, plugins, progress)
-        for kind in plan.lm_systems:
-            systems.append(
-                LanguageModelSystem(kind, backend, plan, run_dir / "adapter", resume, progress)  # type: ignore[arg-type]
+        for kind in variant.kinds:
+            system = LanguageModelSystem(
+                kind,
+                backend,
+                variant,
+                plan,
+                run_dir / "adapter",
+                resume,
+                progress,  # type: ignore[arg-type]
             )
+            sid = system_id(system.settings)
+            if sid not in seen:
+                seen.add(sid)
+                lm.append(system)
+    for system in lm:
+        # a kind that has one system keeps its plain name (and the run's adapter folder)
+        if sum(s.kind == system.kind for s in lm) > 1:
+            label = system.variant.label or "base"
+            system.name = safe_name(f"{system.kind}@{label}")
+            system.adapter_dir = run_dir / "adapters" / system_id(system.settings)
+    systems.extend(lm)
     return systems
+
+
+def safe_name(name: str) -> str:
+    """``name`` usable as a folder name on every system."""
+    return re.sub(r"[^A-Za-z0-9._=,@+-]", "_", name)
+
+
+def system_id(settings: dict[str, Any]) -> str:
+    """A short id that is the same for the same settings, in any run, on any machine."""
+    text = json.dumps(settings, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
 class _LazyBackend:

@@ -12,6 +12,7 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 import pytest
+from pydantic import BaseModel, ConfigDict
 
 from surveysim_core import hookimpl
 from surveysim_core.config import RunConfig
@@ -38,7 +39,14 @@ class KindsBackend(Backend):
     """A backend with two system kinds of its own: ``parrot`` answers 3 with no training,
     ``tuned`` "trains" (writes a marker into its adapter folder) and then answers 5."""
 
+    class Options(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        offset: int = 0  # added to every answer, trained or not
+        rank: int = 4  # training only
+        lr: float = 0.1  # training only
+
     system_kinds = ("parrot", "tuned")
+    training_options = frozenset({"rank", "lr"})
     trained: ClassVar[list[Path]] = []
 
     def adapter_for(self, kind, train, val, loss, out_dir, resume):
@@ -49,8 +57,15 @@ class KindsBackend(Backend):
         KindsBackend.trained.append(out_dir)
         return out_dir
 
+    @classmethod
+    def system_settings(cls, kind, options, loss):
+        if kind == "parrot":  # not trained: training options and the loss do not matter
+            return {"options": {k: v for k, v in options.items() if k not in cls.training_options}}
+        return {"options": options, "loss": loss}
+
     def load(self, adapter):
-        return FixedAnswerModel("5" if adapter is not None else "3")
+        offset = self.options.offset if self.options is not None else 0
+        return FixedAnswerModel(str((5 if adapter is not None else 3) - offset))
 
 
 class NoLoss:
@@ -76,9 +91,10 @@ def kinds_plugins(satisfaction_plugins):
     satisfaction_plugins.unregister("kinds-plugin")
 
 
-def kinds_config(tmp_path: Path, **backend) -> RunConfig:
+def kinds_config(tmp_path: Path, run: dict | None = None, **backend) -> RunConfig:
     return RunConfig.model_validate(
         {
+            **(run or {}),
             "survey": "satisfaction",
             "data": {"subjects": 60, "seed": 1},
             "baselines": [{"name": "marginal"}],
@@ -223,3 +239,84 @@ def test_the_old_private_examples_name_warns_and_still_works(tmp_path, satisfact
         new = examples(items)
     assert old == new and len(new) == 3
     assert [e.answer_text for e in new] == items.items["answer_text"].tolist()
+
+
+def lm_rmse(metrics: pd.DataFrame, system: str) -> list[float]:
+    rows = metrics[
+        (metrics["system"] == system)
+        & (metrics["metric"] == "rmse")
+        & (metrics["segment"] == "all")
+    ]
+    return rows.sort_values("temperature")["value"].tolist()
+
+
+def hand_rmse(truth: list[int], answer: int) -> float:
+    return math.sqrt(sum((answer - y) ** 2 for y in truth) / len(truth))
+
+
+def test_a_sweep_over_training_options_shares_one_zero_shot_pass(tmp_path, kinds_plugins):
+    sweep = {"backend.options.rank": [4, 8], "backend.options.lr": [0.1, 0.2]}
+    run = execute(
+        kinds_config(tmp_path, run={"sweep": sweep}), "k.yaml", kinds_plugins,
+        run_dir=str(tmp_path / "r"), progress=QUIET,
+    )  # fmt: skip
+    metrics = pd.read_csv(run.dir / "metrics.csv")
+    lm = sorted(
+        set(metrics["system"])
+        - {"marginal"}
+        - {s for s in metrics["system"] if s.startswith("floor:")}
+    )
+    assert lm == [
+        "parrot",
+        "tuned@rank=4,lr=0.1", "tuned@rank=4,lr=0.2", "tuned@rank=8,lr=0.1", "tuned@rank=8,lr=0.2",
+    ]  # fmt: skip
+    # 4 trainings, each into its own folder; the untrained kind ran once
+    assert len(KindsBackend.trained) == 4 and len(set(KindsBackend.trained)) == 4
+    assert all(p.parent == run.dir / "adapters" for p in KindsBackend.trained)
+    settings = pd.read_csv(run.dir / "settings.csv")
+    assert settings["system_id"].is_unique and len(settings) == 1 + 5  # marginal + 5 LM systems
+    tuned = settings[settings["system"] == "tuned@rank=8,lr=0.2"]["settings"].iloc[0]
+    assert json.loads(tuned)["options"] == {"offset": 0, "rank": 8, "lr": 0.2}
+    assert (
+        "rank"
+        not in json.loads(settings[settings["system"] == "parrot"]["settings"].iloc[0])["options"]
+    )
+    truth = pd.read_csv(run.dir / "systems" / "marginal" / "predictions.csv")[
+        "true_answer"
+    ].tolist()
+    assert lm_rmse(metrics, "parrot") == pytest.approx([hand_rmse(truth, 3)] * 2)
+    assert lm_rmse(metrics, "tuned@rank=4,lr=0.2") == pytest.approx([hand_rmse(truth, 5)] * 2)
+    summary = (run.dir / "summary.txt").read_text()
+    assert all(name in summary for name in lm)  # the summary shows every system
+
+
+def test_variants_name_more_language_model_systems(tmp_path, kinds_plugins):
+    variants = [{"label": "shifted", "set": {"backend.options.offset": 1}}]
+    config = kinds_config(tmp_path, run={"variants": variants}, systems=["parrot"])
+    run = execute(config, "k.yaml", kinds_plugins, run_dir=str(tmp_path / "r"), progress=QUIET)
+    truth = pd.read_csv(run.dir / "systems" / "marginal" / "predictions.csv")[
+        "true_answer"
+    ].tolist()
+    assert lm_rmse(run.metrics, "parrot@base") == pytest.approx([hand_rmse(truth, 3)] * 2)
+    assert lm_rmse(run.metrics, "parrot@shifted") == pytest.approx([hand_rmse(truth, 2)] * 2)
+    with pytest.raises(
+        ConfigError, match=r"k\.yaml: \(variants\.0\) backend\.options\.ofset: unknown key"
+    ):
+        bad = [{"set": {"backend.options.ofset": 1}}]
+        plan_run(kinds_config(tmp_path, run={"variants": bad}), "k.yaml", kinds_plugins)
+
+
+def test_set_on_a_swept_key_gives_the_list_and_only_lm_keys_sweep(tmp_path):
+    from surveysim_core.config import load_config
+
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        "survey: satisfaction\nbackend: {name: kinds}\nsweep: {backend.options.rank: [4, 8]}\n",
+        encoding="utf-8",
+    )
+    assert load_config(path).sweep == {"backend.options.rank": [4, 8]}
+    config = load_config(path, ["backend.options.rank=[2, 3, 16]"])
+    assert config.sweep == {"backend.options.rank": [2, 3, 16]}
+    assert load_config(path, ["backend.options.rank=5"]).sweep == {"backend.options.rank": [5]}
+    with pytest.raises(ConfigError, match=r"s\.yaml: .*sweep: data\.seed: only keys under backend"):
+        load_config(path, ["sweep={data.seed: [1, 2]}"])

@@ -24,6 +24,14 @@ class HFBackend(Backend):
     Options = HFOptions
     #: the pre-trained model, and the model with a LoRA adapter trained on the training split
     system_kinds = ("zero_shot", "fine_tuned")
+    training_options = frozenset(
+        {
+            "lora_r", "lora_alpha", "lora_dropout", "target_modules", "epochs", "learning_rate",
+            "weight_decay", "lr_scheduler", "warmup_steps", "batch_size",
+            "gradient_accumulation_steps", "max_length", "max_steps", "loss_on", "seed",
+            "checkpoint_every", "eval_batch_size", "packing", "pack_max_tokens",
+        }
+    )  # fmt: skip
 
     def __init__(
         self,
