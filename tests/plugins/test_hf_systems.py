@@ -1,0 +1,56 @@
+"""The hf backend as systems: it declares its kinds, and a sweep over training options shares
+one zero-shot pass (a tiny random model, exact answers, no training)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("torch")
+
+from surveysim_hf.backend import HFBackend
+from surveysim_hf.testing import write_tiny_model
+
+from surveysim_core.config import RunConfig
+from surveysim_core.protocols import Progress
+from surveysim_core.run import execute, plan_run
+
+
+def test_hf_declares_its_kinds_and_a_training_sweep_shares_zero_shot(
+    tmp_path, satisfaction_plugins
+):
+    assert HFBackend.system_kinds == ("zero_shot", "fine_tuned")
+    folder = write_tiny_model(tmp_path / "tiny")
+    config = RunConfig.model_validate(
+        {
+            "survey": "satisfaction",
+            "data": {"subjects": 20, "seed": 1},
+            "split": {"max_test_subjects": 4},
+            "backend": {
+                "name": "hf",
+                "systems": ["zero_shot"],
+                "options": {"model": str(folder), "progress_bars": False},
+            },
+            "decoding": {"decoder": "exact", "temperatures": [1.0]},
+            "sweep": {"backend.options.lora_r": [4, 8]},
+            "evaluation": {"bootstrap": 2},
+        }
+    )
+    plan = plan_run(config, "hf.yaml", satisfaction_plugins)
+    assert [v.label for v in plan.lm_variants] == ["lora_r=4", "lora_r=8"]
+    run = execute(
+        config, "hf.yaml", satisfaction_plugins, run_dir=str(tmp_path / "r"),
+        progress=Progress(lambda m: None),
+    )  # fmt: skip
+    settings = pd.read_csv(run.dir / "settings.csv")
+    assert list(settings["system"]) == ["zero_shot"]  # lora_r does not change zero-shot answers
+    options = json.loads(settings["settings"].iloc[0])["options"]
+    assert options["model"] == str(folder) and "lora_r" not in options
+    # exact answers: each test item's probabilities over 1..5 are a distribution
+    rows = run.metrics[(run.metrics["system"] == "zero_shot") & (run.metrics["segment"] == "all")]
+    nll = rows.loc[rows["metric"] == "nll", "value"]
+    assert len(nll) == 1 and np.isfinite(nll.iloc[0]) and nll.iloc[0] > 0
+    assert not (run.dir / "adapter").exists()  # nothing trained
