@@ -117,6 +117,15 @@ class OutputSection(Strict):
     predictions_format: Literal["csv", "parquet"] = Field(
         "csv", description="File format of per-respondent predictions."
     )
+    cache: bool = Field(
+        True,
+        description="Reuse adapters and answers computed by earlier runs (and store new ones).",
+    )
+    cache_dir: str | None = Field(
+        None,
+        description="Folder of the result cache (default ~/.cache/surveysim; the environment"
+        " variable SURVEYSIM_CACHE overrides both).",
+    )
 
 
 class VariantSection(Strict):

@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from surveysim_core.cache import Cache, cache_root
 from surveysim_core.config import RunConfig
 from surveysim_core.errors import ConfigError, SurveysimError
 from surveysim_core.evaluate import SCORED_COLUMNS, SETTINGS_COLUMNS, Scored, run_and_score
@@ -88,16 +89,27 @@ def execute(
     train, val, test = item_sets(plan, rd, plugins, progress)
     timings["data"] = time.time() - tick
 
-    systems = build_systems(plan, rd.path, plugins, resume, progress)
+    cache = Cache(cache_root(config.output.cache_dir), progress) if config.output.cache else None
+    systems = build_systems(plan, rd.path, plugins, resume, progress, cache)
     scored = run_and_score(systems, plan, rd, train, val, test, resume, progress)
     for s in scored:
         timings.update(s.timings)
+    if cache is not None:
+        report_cache(cache, progress)
 
     metrics, settings = write_results(plan, rd, scored, train, test)
     timings["total"] = time.time() - started
     run = Run(rd.path, plan, metrics, settings, timings)
     finish(run, rd, plugins, progress)
     return run
+
+
+def report_cache(cache: Cache, progress: Progress) -> None:
+    """Say what this run took from the cache and what it computed."""
+    if cache.reused:
+        progress(f"cache ({cache.root}): reused {'; '.join(cache.reused)}")
+    if cache.computed:
+        progress(f"cache ({cache.root}): computed {'; '.join(cache.computed)}")
 
 
 def open_run_dir(

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from surveysim_core.answers import AnswerDistribution, AnswerType
+from surveysim_core.cache import Cache, digest, items_fingerprint
 from surveysim_core.errors import SurveysimError
 from surveysim_core.items import examples, parse_with
 from surveysim_core.plan import LMVariant, Plan
@@ -61,8 +62,9 @@ class BaselineSystem:
     """A :class:`~surveysim_core.protocols.Baseline` plugin as a system: each of its settings'
     point answers, scored as a distribution."""
 
-    def __init__(self, name: str, cls: type, options: Any, plan: Plan):
+    def __init__(self, name: str, cls: type, options: Any, plan: Plan, cache: Cache | None = None):
         self.name = name
+        self.cache = cache
         self.cls = cls
         self.options = options
         self.plan = plan
@@ -74,6 +76,23 @@ class BaselineSystem:
         }
 
     def run(self, train: ItemSet, val: ItemSet, test: ItemSet) -> SystemResult:
+        key = ""
+        if self.cache is not None:
+            key = digest(
+                "baseline", self.settings, survey_fingerprint(self.plan),
+                items_fingerprint(train, False), items_fingerprint(test, False),
+            )  # fmt: skip
+            cached = self.cache.get_answers("answers", key)
+            if cached is not None:
+                self.cache.reused.append(f"{self.name}: predictions")
+                return SystemResult(self.name, self.settings, cached)
+        answers = self._predict(train, test)
+        if self.cache is not None:
+            self.cache.put_answers("answers", key, answers)
+            self.cache.computed.append(f"{self.name}: predictions")
+        return SystemResult(self.name, self.settings, answers)
+
+    def _predict(self, train: ItemSet, test: ItemSet) -> list[SystemAnswers]:
         baseline = self.cls(self.options)
         answers = []
         for pred in baseline.predict(train, test, self.plan.config.evaluation.seed):
@@ -84,7 +103,7 @@ class BaselineSystem:
                 )
             dist = distribution_of_codes(codes, test, self.plan.answer_types)
             answers.append(SystemAnswers(pred.setting, dist, codes, None, dict(pred.params)))
-        return SystemResult(self.name, self.settings, answers)
+        return answers
 
 
 class LanguageModelSystem:
@@ -101,8 +120,10 @@ class LanguageModelSystem:
         adapter_dir: Path,
         resume: bool,
         progress: Progress,
+        cache: Cache | None = None,
     ):
         cfg = variant.config
+        self.cache = cache
         assert cfg.backend is not None
         self.name = kind
         self.kind = kind
@@ -129,15 +150,66 @@ class LanguageModelSystem:
         }
 
     def run(self, train: ItemSet, val: ItemSet, test: ItemSet) -> SystemResult:
-        plan, variant, cfg = self.plan, self.variant, self.variant.config
+        """Answers at every temperature: from the cache where there, else from the model
+        (with the adapter from the cache where there, else trained)."""
+        cfg = self.variant.config
+        temperatures = list(cfg.decoding.temperatures)
+        model_settings = {k: v for k, v in self.settings.items() if k != "decoding"}
+        decoding = {k: v for k, v in self.settings["decoding"].items() if k != "temperatures"}
+        survey = survey_fingerprint(self.plan)
+        adapter_key = digest(
+            "adapter", model_settings, survey,
+            items_fingerprint(train, True), items_fingerprint(val, True),
+        )  # fmt: skip
+        answer_keys = {
+            t: digest("lm-answers", adapter_key, decoding, items_fingerprint(test, True), t)
+            for t in temperatures
+        }
+        found: dict[float, SystemAnswers] = {}
+        if self.cache is not None:
+            for t, key in answer_keys.items():
+                cached = self.cache.get_answers("answers", key)
+                if cached is not None:
+                    found[t] = cached[0]
+            if found:
+                self.cache.reused.append(f"{self.name}: answers at t={sorted(found)}")
+        missing = [t for t in temperatures if t not in found]
+        if missing:
+            adapter = self._adapter(train, val, adapter_key)
+            tick = time.time()
+            model = self.backend.load(adapter)
+            for t, answers in self._decode(model, test, missing).items():
+                found[t] = answers
+                if self.cache is not None:
+                    self.cache.put_answers("answers", answer_keys[t], [answers])
+            if self.cache is not None:
+                self.cache.computed.append(f"{self.name}: answers at t={missing}")
+            self.timings["answer"] = time.time() - tick
+        return SystemResult(self.name, self.settings, [found[t] for t in temperatures])
+
+    def _adapter(self, train: ItemSet, val: ItemSet, key: str) -> Path | None:
+        """The adapter this kind answers with: from the cache, or from the backend."""
+        if self.cache is not None:
+            entry = self.cache.entry("adapters", key)
+            if entry is not None:
+                self.cache.reused.append(f"{self.name}: adapter")
+                self.progress(f"{self.name}: adapter from the cache ({entry})")
+                return entry
         tick = time.time()
-        lcls, lopts = variant.loss
+        lcls, lopts = self.variant.loss
         adapter = self.backend.adapter_for(
             self.kind, examples(train), examples(val), lcls(lopts), self.adapter_dir, self.resume
         )
         self.timings["prepare"] = time.time() - tick
-        tick = time.time()
-        model = self.backend.load(adapter)
+        if adapter is not None and self.cache is not None:
+            self.cache.put_folder("adapters", key, Path(adapter))
+            self.cache.computed.append(f"{self.name}: adapter")
+        return adapter
+
+    def _decode(
+        self, model: Any, test: ItemSet, temperatures: list[float]
+    ) -> dict[float, SystemAnswers]:
+        plan, variant, cfg = self.plan, self.variant, self.variant.config
         decoded_all: dict[float, list] = {}
         # questions with the same answers and parsers are decoded in one call, so that a
         # decoder can share each respondent's persona prefix across all of their questions
@@ -152,16 +224,16 @@ class LanguageModelSystem:
             prompts = [p for p, m in zip(test.prompts, mask, strict=True) if m]
             self.progress(
                 f"{self.name}: answering {len(prompts)} prompts ({', '.join(qids)})"
-                f" at t={cfg.decoding.temperatures}"
+                f" at t={temperatures}"
             )
             decoded = variant.decoder.decode(
                 model, prompts, plan.answer_types[qids[0]], parse_with(plan, qids[0]),
-                cfg.decoding.temperatures, cfg.decoding.max_new_tokens, cfg.decoding.seed,
+                temperatures, cfg.decoding.max_new_tokens, cfg.decoding.seed,
             )  # fmt: skip
             for t, d in decoded.items():
                 decoded_all.setdefault(t, []).append((mask, d))
         setting = cfg.backend.name  # type: ignore[union-attr]
-        answers = []
+        out = {}
         for t, parts in decoded_all.items():
             dist = stack_distributions([(m, d.distribution) for m, d in parts], len(test))
             codes = np.full(len(test), np.nan)
@@ -172,19 +244,28 @@ class LanguageModelSystem:
                     for i, text in zip(np.nonzero(mask)[0], d.texts, strict=True):
                         texts[i] = text
             has_text = any(x is not None for x in texts)
-            answers.append(SystemAnswers(setting, dist, codes, t, {}, texts if has_text else None))
-        self.timings["answer"] = time.time() - tick
-        return SystemResult(self.name, self.settings, answers)
+            out[t] = SystemAnswers(setting, dist, codes, t, {}, texts if has_text else None)
+        return out
+
+
+def survey_fingerprint(plan: Plan) -> str:
+    """A hash of the survey's definition (questions, answers, parsers, templates)."""
+    return digest(plan.survey.spec.model_dump(mode="json"), sorted(plan.answer_types))
 
 
 def build_systems(
-    plan: Plan, run_dir: Path, plugins: Any, resume: bool, progress: Progress
+    plan: Plan,
+    run_dir: Path,
+    plugins: Any,
+    resume: bool,
+    progress: Progress,
+    cache: Cache | None = None,
 ) -> list[System]:
     """Every system the plan names: baselines first, then each backend kind of each
     language-model configuration. Kinds whose settings are equal in several configurations
     (a zero-shot model under a sweep of training options) are one system, run once."""
     systems: list[System] = [
-        BaselineSystem(name, cls, opts, plan) for name, (cls, opts) in plan.baselines
+        BaselineSystem(name, cls, opts, plan, cache) for name, (cls, opts) in plan.baselines
     ]
     lm: list[LanguageModelSystem] = []
     seen: set[str] = set()
@@ -193,14 +274,8 @@ def build_systems(
         backend = _LazyBackend(cls, opts, run_dir, plugins, progress)
         for kind in variant.kinds:
             system = LanguageModelSystem(
-                kind,
-                backend,
-                variant,
-                plan,
-                run_dir / "adapter",
-                resume,
-                progress,  # type: ignore[arg-type]
-            )
+                kind, backend, variant, plan, run_dir / "adapter", resume, progress, cache,  # type: ignore[arg-type]
+            )  # fmt: skip
             sid = system_id(system.settings)
             if sid not in seen:
                 seen.add(sid)

@@ -73,6 +73,12 @@ class SatisfactionPlugin:
         register("satisfaction", self.survey)
 
 
+@pytest.fixture(autouse=True)
+def private_result_cache(tmp_path_factory, monkeypatch):
+    """Each test its own result cache: none reads or fills the user's ~/.cache/surveysim."""
+    monkeypatch.setenv("SURVEYSIM_CACHE", str(tmp_path_factory.mktemp("surveysim-cache")))
+
+
 @pytest.fixture
 def plugins() -> Plugins:
     """A fresh plugin set loaded from the installed entry points (std, evshift, ...)."""

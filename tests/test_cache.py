@@ -1,0 +1,219 @@
+"""The result cache: a rerun with one more baseline or temperature computes only what is new;
+a corrupt or partial entry is detected by its hashes and recomputed; where the cache lives."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from surveysim_core import hookimpl
+from surveysim_core.cache import Cache, cache_root
+from surveysim_core.config import RunConfig
+from surveysim_core.protocols import Backend, Baseline, BaselinePrediction, Progress
+from surveysim_core.run import execute
+
+TIDY = ["system", "setting", "question", "temperature", "segment", "metric", "value"]
+
+
+class Calls:
+    """What the fake plugins were asked to do, across runs."""
+
+    trainings: ClassVar[list[Path]] = []
+    generations: ClassVar[list[tuple[str, float]]] = []
+    predictions: ClassVar[int] = 0
+
+
+class TeacherModel:
+    def __init__(self, text: str):
+        self.text = text
+
+    def generate(self, prompts, temperature, max_new_tokens, seed):
+        Calls.generations.append((self.text, temperature))
+        return [self.text] * len(prompts)
+
+
+class TeacherBackend(Backend):
+    """zero_shot answers 3; fine_tuned trains (writes a file) and answers 4."""
+
+    def fine_tune(self, train, val, loss, out_dir, resume):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "weights.bin").write_bytes(b"\x01\x02" * 50)
+        (out_dir / "checkpoint").mkdir(exist_ok=True)  # training state: not cached
+        (out_dir / "checkpoint" / "state.bin").write_bytes(b"\x00" * 10)
+        Calls.trainings.append(out_dir)
+        return out_dir
+
+    def load(self, adapter):
+        if adapter is not None:
+            assert (adapter / "weights.bin").read_bytes() == b"\x01\x02" * 50
+        return TeacherModel("4" if adapter is not None else "3")
+
+
+class ConstantBaseline(Baseline):
+    """Always answers 2, and counts how often it is asked."""
+
+    def predict(self, train, test, seed):
+        Calls.predictions += 1
+        yield BaselinePrediction("c2", {"answer": 2}, np.full(len(test), 2.0))
+
+
+class NoLoss:
+    def __init__(self, options=None):
+        pass
+
+
+class TeacherPlugin:
+    @hookimpl
+    def register_backends(self, register):
+        register("teacher", TeacherBackend)
+
+    @hookimpl
+    def register_losses(self, register):
+        register("no_loss", NoLoss)
+
+    @hookimpl
+    def register_baselines(self, register):
+        register("constant", ConstantBaseline)
+
+
+@pytest.fixture
+def teacher_plugins(satisfaction_plugins):
+    satisfaction_plugins.register(TeacherPlugin(), "teacher-plugin")
+    Calls.trainings, Calls.generations, Calls.predictions = [], [], 0
+    yield satisfaction_plugins
+    satisfaction_plugins.unregister("teacher-plugin")
+
+
+def config(tmp_path: Path, baselines: list[str], temperatures: list[float]) -> RunConfig:
+    return RunConfig.model_validate(
+        {
+            "survey": "satisfaction",
+            "data": {"subjects": 60, "seed": 1},
+            "baselines": [{"name": n} for n in baselines],
+            "backend": {"name": "teacher", "loss": {"name": "no_loss"}},
+            "decoding": {"temperatures": temperatures},
+            "evaluation": {"bootstrap": 5},
+            "output": {"dir": str(tmp_path / "runs")},
+        }
+    )
+
+
+def run(cfg: RunConfig, plugins, where: Path, messages: list[str] | None = None):
+    sink = messages.append if messages is not None else (lambda m: None)
+    return execute(cfg, "c.yaml", plugins, run_dir=str(where), progress=Progress(sink))
+
+
+def rows(metrics: pd.DataFrame, systems: set[str]) -> pd.DataFrame:
+    sub = metrics[metrics["system"].isin(systems)]
+    return sub.sort_values(TIDY).reset_index(drop=True)[TIDY]
+
+
+def test_a_rerun_with_one_more_baseline_and_temperature_computes_only_what_is_new(
+    tmp_path, teacher_plugins
+):
+    first = run(config(tmp_path, ["constant"], [0.0]), teacher_plugins, tmp_path / "a")
+    assert len(Calls.trainings) == 1 and Calls.predictions == 1
+    assert sorted(Calls.generations) == [("3", 0.0), ("4", 0.0)]
+    Calls.generations = []
+
+    messages: list[str] = []
+    second = run(
+        config(tmp_path, ["constant", "marginal"], [0.0, 1.0]), teacher_plugins, tmp_path / "b",
+        messages,
+    )  # fmt: skip
+    assert len(Calls.trainings) == 1  # the adapter came from the cache, not from training again
+    assert Calls.predictions == 1  # the constant baseline's answers too
+    assert sorted(Calls.generations) == [("3", 1.0), ("4", 1.0)]  # only the new temperature
+    text = "\n".join(messages)
+    assert "reused constant: predictions" in text and "fine_tuned: adapter" in text
+    assert "zero_shot: answers at t=[0.0]" in text
+    assert "computed marginal: predictions" in text
+    # what was reused scores exactly as before
+    shared = {"constant", "zero_shot", "fine_tuned"}
+    before = rows(first.metrics, shared)
+    after = rows(second.metrics, shared)
+    pd.testing.assert_frame_equal(after[after["temperature"] != 1.0].reset_index(drop=True), before)
+    # fine-tuned answers 4 at both temperatures (hand-worked: RMSE of a constant 4)
+    truth = pd.read_csv(second.dir / "systems" / "constant" / "predictions.csv")["true_answer"]
+    expected = float(np.sqrt(np.mean((4 - truth.to_numpy()) ** 2)))
+    tuned = second.metrics[
+        (second.metrics["system"] == "fine_tuned")
+        & (second.metrics["metric"] == "rmse")
+        & (second.metrics["segment"] == "all")
+    ]
+    assert tuned["value"].to_numpy() == pytest.approx([expected, expected])
+    # the cached adapter holds what loading needs, not the resumable training state
+    adapters = list((cache_root() / "adapters").iterdir())
+    assert len(adapters) == 1 and (adapters[0] / "weights.bin").is_file()
+    assert not (adapters[0] / "checkpoint").exists()
+
+
+def corrupt_every(kind: str, name: str) -> int:
+    count = 0
+    for entry in (cache_root() / kind).iterdir():
+        path = entry / name
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        path.write_bytes(bytes(data))
+        count += 1
+    return count
+
+
+def test_a_corrupt_entry_is_detected_by_hash_and_recomputed(tmp_path, teacher_plugins):
+    cfg = config(tmp_path, ["constant"], [0.0])
+    first = run(cfg, teacher_plugins, tmp_path / "a")
+    assert corrupt_every("answers", "arrays.npz") == 3  # constant, zero_shot, fine_tuned
+    assert corrupt_every("adapters", "weights.bin") == 1
+    messages: list[str] = []
+    second = run(cfg, teacher_plugins, tmp_path / "b", messages)
+    assert len(Calls.trainings) == 2 and Calls.predictions == 2  # recomputed, not trusted
+    assert sum("is corrupt (hash mismatch" in m for m in messages) == 4
+    pd.testing.assert_frame_equal(rows(second.metrics, {"constant", "fine_tuned"}),
+                                  rows(first.metrics, {"constant", "fine_tuned"}))  # fmt: skip
+    # and the recomputed entries are good again
+    Calls.generations = []
+    run(cfg, teacher_plugins, tmp_path / "c")
+    assert len(Calls.trainings) == 2 and Calls.generations == []
+
+
+def test_a_partial_entry_without_manifest_is_recomputed(tmp_path, teacher_plugins):
+    cfg = config(tmp_path, ["constant"], [0.0])
+    run(cfg, teacher_plugins, tmp_path / "a")
+    for entry in (cache_root() / "answers").iterdir():
+        (entry / "manifest.json").unlink()  # as if the writer died before the rename
+    run(cfg, teacher_plugins, tmp_path / "b")
+    assert Calls.predictions == 2 and len(Calls.trainings) == 1  # the adapter entry was whole
+
+
+def test_cache_off_writes_nothing(tmp_path, teacher_plugins):
+    cfg = config(tmp_path, ["constant"], [0.0])
+    cfg.output.cache = False
+    run(cfg, teacher_plugins, tmp_path / "a")
+    run(cfg, teacher_plugins, tmp_path / "b")
+    assert Calls.predictions == 2 and len(Calls.trainings) == 2
+    assert not any(cache_root().iterdir())
+
+
+def test_cache_root_precedence(monkeypatch, tmp_path):
+    monkeypatch.delenv("SURVEYSIM_CACHE")
+    assert cache_root() == Path("~/.cache/surveysim").expanduser()
+    assert cache_root(str(tmp_path / "c")) == tmp_path / "c"
+    monkeypatch.setenv("SURVEYSIM_CACHE", str(tmp_path / "env"))
+    assert cache_root(str(tmp_path / "c")) == tmp_path / "env"
+
+
+def test_put_is_atomic_a_failed_write_leaves_no_entry(tmp_path):
+    cache = Cache(tmp_path)
+
+    def fail(folder: Path) -> None:
+        (folder / "half.bin").write_bytes(b"x")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        cache.put("answers", "k1", fail)
+    assert list((tmp_path / "answers").iterdir()) == []
+    assert cache.entry("answers", "k1") is None
