@@ -86,6 +86,45 @@ def plugins(as_json: bool) -> None:
         click.echo(f"  hooks: {', '.join(p.hooks) or '-'}")
 
 
+@cli.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False))
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    default=".",
+    show_default=True,
+    help="Folder for compare.csv and compare.png.",
+)
+def compare(run_dirs: tuple[str, ...], out_dir: str) -> None:
+    """Compare finished runs: one tidy table (compare.csv) and one figure (compare.png)."""
+    from surveysim_core.compare import compare_figure, compare_table
+
+    table = compare_table(list(run_dirs))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "compare.csv", index=False)
+    figure = compare_figure(table, out / "compare.png")
+    wide = table.pivot_table(
+        index=["run", "system", "temperature"], columns="metric", values="value",
+        aggfunc="mean", dropna=False, sort=False,
+    ).dropna(how="all")  # fmt: skip
+    click.echo(wide.to_string(float_format=lambda v: f"{v:.4f}"))
+    figure_note = f", {figure}" if figure else " (no figure: needs kl, rmse and matplotlib)"
+    click.echo(f"\nWrote {out / 'compare.csv'}{figure_note}")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+def report(run_dir: str) -> None:
+    """Re-render a finished run's report (summary.txt, report.html, figures) from its results."""
+    from surveysim_core.compare import rerender_report
+
+    path = rerender_report(run_dir, _plugins())
+    click.echo((Path(run_dir) / "summary.txt").read_text(encoding="utf-8"))
+    click.echo(f"Wrote {path}")
+
+
 @cli.group()
 def data() -> None:
     """Survey data: synthetic populations."""
