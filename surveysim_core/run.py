@@ -16,6 +16,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import yaml
@@ -124,13 +125,51 @@ def open_run_dir(
         if old != config_hash(config):
             raise ConfigError(
                 f"{path}: was started with a different configuration; cannot resume it"
+                f" ({describe_changes(path, config)}). Start a new run: the result cache reuses"
+                " the adapters, answers and baseline predictions these changes leave alone"
             )
         progress(f"resuming {path}")
+    elif resume and run_dir is None:
+        latest = _latest_run(Path(config.output.dir))
+        if latest is not None:
+            progress(
+                f"no run of this exact configuration to resume; {latest} differs"
+                f" ({describe_changes(latest, config)}): starting a new run, reusing cached results"
+            )
     rd = RunDir(path)
     rd.write_text("config.yaml", yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
     rd.write_text("config.hash", config_hash(config) + "\n")
     progress(f"run directory: {path}")
     return rd
+
+
+def describe_changes(run_dir: Path, config: RunConfig, most: int = 6) -> str:
+    """The keys whose values differ between a run's saved configuration and ``config``."""
+    try:
+        before = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return "its config.yaml cannot be read"
+    changes = _changed_keys(before, config.model_dump(mode="json"))
+    shown = [f"{k}: {a!r} -> {b!r}" for k, a, b in changes[:most]]
+    more = f", and {len(changes) - most} more" if len(changes) > most else ""
+    return "changed " + ", ".join(shown) + more if shown else "no key differs"
+
+
+def _changed_keys(a: Any, b: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for key in sorted(set(a) | set(b), key=str):
+            where = f"{prefix}.{key}" if prefix else str(key)
+            out += _changed_keys(a.get(key), b.get(key), where)
+        return out
+    return [] if a == b else [(prefix, a, b)]
+
+
+def _latest_run(base: Path) -> Path | None:
+    if not base.is_dir():
+        return None
+    runs = [p for p in base.iterdir() if not p.is_symlink() and (p / "config.yaml").is_file()]
+    return max(runs, key=lambda p: (p / "config.yaml").stat().st_mtime, default=None)
 
 
 def item_sets(

@@ -185,7 +185,10 @@ def test_resume_keeps_earlier_systems_and_a_fresh_run_never_overwrites(
             config, "satisfaction.yaml", satisfaction_plugins, run_dir=str(run_dir), progress=QUIET
         )
     changed = satisfaction_config(tmp_path, evaluation={"bootstrap": 30})
-    with pytest.raises(ConfigError, match="different configuration"):
+    with pytest.raises(
+        ConfigError, match=r"different configuration; cannot resume it \(changed evaluation"
+        r"\.bootstrap: 20 -> 30\)\. Start a new run: the result cache reuses"
+    ):  # fmt: skip
         execute(
             changed, "satisfaction.yaml", satisfaction_plugins, resume=True, run_dir=str(run_dir),
             progress=QUIET,
@@ -203,6 +206,19 @@ def test_runs_without_run_dir_get_new_directories_and_resume_finds_them(
     assert resumed.dir == b.dir  # the latest run of this configuration, not the symlink
     latest = tmp_path / "runs" / "latest"
     assert latest.is_symlink() and latest.resolve() == b.dir.resolve()
+    # a changed configuration has no run to resume: the new run says what differs
+    messages: list[str] = []
+    changed = satisfaction_config(
+        tmp_path, split={"seed": 3, "train": 0.8, "val": 0.1, "test": 0.1}
+    )
+    fresh = execute(
+        changed, "s.yaml", satisfaction_plugins, resume=True, progress=Progress(messages.append)
+    )
+    assert fresh.dir not in {a.dir, b.dir}
+    assert any(
+        m.startswith("no run of this exact configuration to resume;") and "split.seed: 0 -> 3" in m
+        for m in messages
+    ), messages
 
 
 def test_run_from_a_data_file(tmp_path, satisfaction_plugins):
