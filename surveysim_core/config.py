@@ -281,11 +281,19 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     data = read_yaml(path)
     for assignment in overrides:
         key, _, raw = assignment.partition("=")
+        key = key.strip()
+        if key.startswith("sweep.") and "=" in assignment:  # --set sweep.backend.options.x=[...]
+            key = key.removeprefix("sweep.")
+            data["sweep"] = data.get("sweep") or {}
+            data["sweep"][key] = None
         sweep = data.get("sweep")
-        if isinstance(sweep, dict) and key.strip() in sweep:
+        if isinstance(sweep, dict) and key in sweep:
             # a swept key takes the list of values to sweep over
-            value = yaml.safe_load(raw) if raw else raw
-            sweep[key.strip()] = value if isinstance(value, list) else [value]
+            try:
+                value = yaml.safe_load(raw)
+            except yaml.YAMLError:
+                value = raw
+            sweep[key] = value if isinstance(value, list) else [value]
             continue
         apply_override(data, assignment)
     try:

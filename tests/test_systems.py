@@ -318,5 +318,8 @@ def test_set_on_a_swept_key_gives_the_list_and_only_lm_keys_sweep(tmp_path):
     config = load_config(path, ["backend.options.rank=[2, 3, 16]"])
     assert config.sweep == {"backend.options.rank": [2, 3, 16]}
     assert load_config(path, ["backend.options.rank=5"]).sweep == {"backend.options.rank": [5]}
+    # a new swept key from the command line
+    config = load_config(path, ["sweep.decoding.max_new_tokens=[4, 8]"])
+    assert config.sweep == {"backend.options.rank": [4, 8], "decoding.max_new_tokens": [4, 8]}
     with pytest.raises(ConfigError, match=r"s\.yaml: .*sweep: data\.seed: only keys under backend"):
         load_config(path, ["sweep={data.seed: [1, 2]}"])
