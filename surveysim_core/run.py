@@ -51,6 +51,8 @@ class Run:
     metrics: pd.DataFrame
     settings: pd.DataFrame
     timings: dict[str, float] = field(default_factory=dict)
+    #: what the result cache gave (``reused``) and what this run computed and stored
+    cache: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def config(self) -> RunConfig:
@@ -100,7 +102,8 @@ def execute(
 
     metrics, settings = write_results(plan, rd, scored, train, test)
     timings["total"] = time.time() - started
-    run = Run(rd.path, plan, metrics, settings, timings)
+    cached = {"reused": cache.reused, "computed": cache.computed} if cache is not None else {}
+    run = Run(rd.path, plan, metrics, settings, timings, cached)
     finish(run, rd, plugins, progress)
     return run
 
@@ -240,7 +243,8 @@ def finish(run: Run, rd: RunDir, plugins: Plugins, progress: Progress) -> None:
         except SurveysimError as exc:
             progress(f"warning: {exc}")
         write_report(run)
-    rd.write_text("status.json", json.dumps({"finished": True, "timings_s": run.timings}, indent=2))
+    status = {"finished": True, "timings_s": run.timings, "cache": run.cache}
+    rd.write_text("status.json", json.dumps(status, indent=2))
     latest = run.dir.parent / "latest"
     if rd.main and run.dir.parent == Path(run.config.output.dir):
         try:

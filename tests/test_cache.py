@@ -3,6 +3,7 @@ a corrupt or partial entry is detected by its hashes and recomputed; where the c
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import ClassVar
 
@@ -129,6 +130,10 @@ def test_a_rerun_with_one_more_baseline_and_temperature_computes_only_what_is_ne
     assert Calls.predictions == 1  # the constant baseline's answers too
     assert sorted(Calls.generations) == [("3", 1.0), ("4", 1.0)]  # only the new temperature
     text = "\n".join(messages)
+    status = json.loads((second.dir / "status.json").read_text())
+    assert status["cache"]["reused"] == second.cache["reused"]
+    assert "constant: predictions" in second.cache["reused"]
+    assert "marginal: predictions" in second.cache["computed"]
     assert "reused constant: predictions" in text and "fine_tuned: adapter" in text
     assert "zero_shot: answers at t=[0.0]" in text
     assert "computed marginal: predictions" in text
