@@ -54,3 +54,16 @@ def test_hf_declares_its_kinds_and_a_training_sweep_shares_zero_shot(
     nll = rows.loc[rows["metric"] == "nll", "value"]
     assert len(nll) == 1 and np.isfinite(nll.iloc[0]) and nll.iloc[0] > 0
     assert not (run.dir / "adapter").exists()  # nothing trained
+
+
+def test_every_hf_option_is_classed_as_training_only_or_not():
+    """A new option must be put in training_options or here: the cache shares zero-shot answers
+    across the training-only ones, so a misclassed answer option would reuse wrong answers."""
+    from surveysim_hf.options import HFOptions
+
+    answer_options = {
+        "model", "quantization", "dtype", "attention", "generation_batch_size", "threads",
+        "progress_bars",
+    }  # fmt: skip
+    assert HFBackend.training_options <= set(HFOptions.model_fields)
+    assert set(HFOptions.model_fields) - HFBackend.training_options == answer_options

@@ -29,7 +29,8 @@ class HFBackend(Backend):
             "lora_r", "lora_alpha", "lora_dropout", "target_modules", "epochs", "learning_rate",
             "weight_decay", "lr_scheduler", "warmup_steps", "batch_size",
             "gradient_accumulation_steps", "max_length", "max_steps", "loss_on", "seed",
-            "checkpoint_every", "eval_batch_size", "packing", "pack_max_tokens",
+            "checkpoint_every", "eval_batch_size", "packing", "pack_max_tokens", "lora_layers",
+            "cache_frozen_layers",
         }
     )  # fmt: skip
 
