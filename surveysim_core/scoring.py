@@ -140,6 +140,23 @@ def floor_rows(
     return rows
 
 
+def __getattr__(name: str) -> Any:
+    # SUMMARY_METRICS was the core's hard-coded list of summary metrics and their directions;
+    # metrics now carry both (``Metric.summary``, ``Metric.lower_is_better``)
+    if name == "SUMMARY_METRICS":
+        import warnings
+
+        warnings.warn(
+            "surveysim_core.scoring.SUMMARY_METRICS is deprecated: a metric says whether the"
+            " summary shows it (Metric.summary) and which way is better"
+            " (Metric.lower_is_better); use summary_metrics(plan.metrics)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return {"kl": True, "rmse": True, "accuracy": False, "nll": True, "success_rate": False}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def summary_metrics(catalogue: Mapping[str, Any]) -> dict[str, bool | None]:
     """The metrics a summary shows (each metric's own ``summary`` flag) and each one's
     direction (``lower_is_better``): those with a direction first, in catalogue order."""

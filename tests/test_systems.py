@@ -323,3 +323,13 @@ def test_set_on_a_swept_key_gives_the_list_and_only_lm_keys_sweep(tmp_path):
     assert config.sweep == {"backend.options.rank": [4, 8], "decoding.max_new_tokens": [4, 8]}
     with pytest.raises(ConfigError, match=r"s\.yaml: .*sweep: data\.seed: only keys under backend"):
         load_config(path, ["sweep={data.seed: [1, 2]}"])
+
+
+def test_the_old_summary_metrics_constant_warns_and_still_works():
+    from surveysim_core import scoring
+
+    with pytest.warns(DeprecationWarning, match="Metric.lower_is_better"):
+        old = scoring.SUMMARY_METRICS
+    assert old == {"kl": True, "rmse": True, "accuracy": False, "nll": True, "success_rate": False}
+    with pytest.raises(AttributeError):
+        scoring.NO_SUCH_NAME  # noqa: B018
