@@ -173,12 +173,19 @@ class Backend:
         raise NotImplementedError
 
     @classmethod
+    def trains(cls, kind: str) -> bool:
+        """Whether system ``kind`` learns from the training split (its answers then depend on
+        the training data; a kind that does not train keeps its cached answers when only the
+        training data changes)."""
+        return kind != "zero_shot"
+
+    @classmethod
     def system_settings(
         cls, kind: str, options: dict[str, Any], loss: dict[str, Any]
     ) -> dict[str, Any]:
         """What the answers of system ``kind`` depend on, of the backend's options and the loss
         (systems with equal settings share one answer pass)."""
-        if kind == "zero_shot":
+        if not cls.trains(kind):
             return {"options": {k: v for k, v in options.items() if k not in cls.training_options}}
         return {"options": options, "loss": loss}
 

@@ -157,9 +157,16 @@ class LanguageModelSystem:
         model_settings = {k: v for k, v in self.settings.items() if k != "decoding"}
         decoding = {k: v for k, v in self.settings["decoding"].items() if k != "temperatures"}
         survey = survey_fingerprint(self.plan)
-        adapter_key = digest(
-            "adapter", model_settings, survey,
-            items_fingerprint(train, True), items_fingerprint(val, True),
+        cls = self.variant.backend[0]
+        self.learns = cls.trains(self.kind) if hasattr(cls, "trains") else self.kind != "zero_shot"
+        # what the model answering is: the pre-trained one, or one trained on this data
+        adapter_key = (
+            digest(
+                "adapter", model_settings, survey,
+                items_fingerprint(train, True), items_fingerprint(val, True),
+            )
+            if self.learns
+            else digest("pre-trained", model_settings)
         )  # fmt: skip
         answer_keys = {
             t: digest("lm-answers", adapter_key, decoding, items_fingerprint(test, True), t)
@@ -189,7 +196,7 @@ class LanguageModelSystem:
 
     def _adapter(self, train: ItemSet, val: ItemSet, key: str) -> Path | None:
         """The adapter this kind answers with: from the cache, or from the backend."""
-        if self.cache is not None:
+        if self.cache is not None and self.learns:
             entry = self.cache.entry("adapters", key)
             if entry is not None:
                 self.cache.reused.append(f"{self.name}: adapter")

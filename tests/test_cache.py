@@ -222,3 +222,16 @@ def test_put_is_atomic_a_failed_write_leaves_no_entry(tmp_path):
         cache.put("answers", "k1", fail)
     assert list((tmp_path / "answers").iterdir()) == []
     assert cache.entry("answers", "k1") is None
+
+
+def test_new_training_data_retrains_but_keeps_the_zero_shot_answers(tmp_path, teacher_plugins):
+    cfg = config(tmp_path, ["constant"], [0.0])
+    run(cfg, teacher_plugins, tmp_path / "a")
+    Calls.generations = []
+    fewer = cfg.model_copy(deep=True)
+    fewer.split.max_train_subjects = 30  # same test respondents, fewer training ones
+    second = run(fewer, teacher_plugins, tmp_path / "b")
+    assert len(Calls.trainings) == 2  # the fine-tuned system learns from the new data
+    assert Calls.generations == [("4", 0.0)]  # the zero-shot answers came from the cache
+    assert "zero_shot: answers at t=[0.0]" in second.cache["reused"]
+    assert Calls.predictions == 2  # a baseline fits the training data too
