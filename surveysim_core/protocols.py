@@ -79,7 +79,14 @@ class Metric:
     #: whether the metric needs exact distributions (e.g. log-likelihood)
     needs_exact: ClassVar[bool] = False
 
+    #: whether :meth:`point` scores point predictions (e.g. the ``expected`` readout, E[a])
+    scores_points: ClassVar[bool] = False
+
     def __call__(self, human: np.ndarray, model: AnswerDistribution, answer: AnswerType) -> float:
+        raise NotImplementedError
+
+    def point(self, human: np.ndarray, predicted: np.ndarray, answer: AnswerType) -> float:
+        """The metric of point predictions (one number per item, NaN = none); optional."""
         raise NotImplementedError
 
 
@@ -171,6 +178,9 @@ class Decoder:
     """Draws answers from a model: sampling, or an exact answer distribution."""
 
     Options: ClassVar[type[BaseModel] | None] = None
+    #: whether :meth:`decode` returns exact distributions (then all temperatures cost one pass,
+    #: and the run also scores the calibrated readout)
+    exact: ClassVar[bool] = False
 
     def __init__(self, options: BaseModel | None = None):
         self.options = options

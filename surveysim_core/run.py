@@ -29,7 +29,13 @@ from surveysim_core.rundir import (
     config_hash,
     stderr_progress,
 )
-from surveysim_core.scoring import METRIC_COLUMNS, floor_rows, score_system
+from surveysim_core.scoring import (
+    METRIC_COLUMNS,
+    calibrated_temperature,
+    floor_rows,
+    readout_rows,
+    score_system,
+)
 from surveysim_core.split import split_by_subject
 from surveysim_core.survey import Survey
 
@@ -407,7 +413,7 @@ def execute(
                 resume,
                 progress,
                 plugins,
-                scored,
+                segments,
                 all_rows,
                 settings_rows,
             )
@@ -484,8 +490,68 @@ def _examples(items: ItemSet) -> list[Example]:
     ]  # fmt: skip
 
 
+def _decode(plan, model, items: ItemSet, temperatures, progress, system: str):
+    """Answer every item of ``items`` at ``temperatures``: per temperature the stacked
+    distribution, the answer codes and the generated texts (None where there are none).
+
+    Questions with the same answers and parsers are decoded in one call, so that a decoder can
+    share each respondent's persona prefix across all of their questions."""
+    cfg = plan.config
+    groups: dict[tuple, list[str]] = {}
+    for qid, answer in plan.answer_types.items():
+        key = (type(answer), tuple(answer.labels), tuple(map(id, plan.parsers[qid])))
+        groups.setdefault(key, []).append(qid)
+    decoded_all: dict[float, list] = {}
+    for qids in groups.values():
+        mask = np.isin(items.items["question"].to_numpy(), qids)
+        if not mask.any():
+            continue
+        prompts = [p for p, m in zip(items.prompts, mask, strict=True) if m]
+        shown = ", ".join(f"{t:g}" for t in temperatures)
+        progress(f"{system}: answering {len(prompts)} prompts ({', '.join(qids)}) at t={shown}")
+        decoded = plan.decoder.decode(
+            model, prompts, plan.answer_types[qids[0]], parse_with(plan, qids[0]),
+            temperatures, cfg.decoding.max_new_tokens, cfg.decoding.seed,
+        )  # fmt: skip
+        for t, d in decoded.items():
+            decoded_all.setdefault(t, []).append((mask, d))
+    dists, codes_by_t, texts_by_t = {}, {}, {}
+    for t, parts in decoded_all.items():
+        dists[t] = _stack([(m, d.distribution) for m, d in parts], len(items))
+        codes = np.full(len(items), np.nan)
+        texts: list[str | None] = [None] * len(items)
+        for mask, d in parts:
+            codes[mask] = d.codes
+            if d.texts is not None:
+                for i, text in zip(np.nonzero(mask)[0], d.texts, strict=True):
+                    texts[i] = text
+        codes_by_t[t], texts_by_t[t] = codes, texts
+    return dists, codes_by_t, texts_by_t
+
+
+def _write_distributions(rd, name: str, test: ItemSet, dists, plan) -> None:
+    """Per-respondent answer distributions (one row per item and temperature, the probability
+    of each answer as a list aligned with ``answers``), in Parquet."""
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        return  # Parquet needs the core's [parquet] extra; predictions.* still hold the answers
+    frames = []
+    for t, dist in dists.items():
+        frame = test.items[["subject_id", "question", "seq", "answer"]].rename(
+            columns={"answer": "true_answer"}
+        )
+        frame.insert(0, "temperature", t)
+        widths = frame["question"].map({q: len(a.support) for q, a in plan.answer_types.items()})
+        frame["answers"] = [list(plan.answer_types[q].support) for q in frame["question"]]
+        frame["probs"] = [row[:w].tolist() for row, w in zip(dist.probs, widths, strict=True)]
+        frames.append(frame)
+    if frames:
+        rd.write_frame(name, pd.concat(frames, ignore_index=True))
+
+
 def _run_backend(
-    plan, rd, train, val, test, resume, progress, plugins, scored, all_rows, settings_rows
+    plan, rd, train, val, test, resume, progress, plugins, segments, all_rows, settings_rows
 ):
     cfg = plan.config
     timings: dict[str, float] = {}
@@ -509,50 +575,45 @@ def _run_backend(
             timings["fine_tune"] = time.time() - tick
             tick = time.time()
         model = backend.load(adapter if system == "fine_tuned" else None)
-        frames, preds = [], []
-        decoded_all: dict[float, list] = {}
-        # questions with the same answers and parsers are decoded in one call, so that a
-        # decoder can share each respondent's persona prefix across all of their questions
-        groups: dict[tuple, list[str]] = {}
-        for qid, answer in plan.answer_types.items():
-            key = (type(answer), tuple(answer.labels), tuple(map(id, plan.parsers[qid])))
-            groups.setdefault(key, []).append(qid)
-        for qids in groups.values():
-            mask = np.isin(test.items["question"].to_numpy(), qids)
-            if not mask.any():
-                continue
-            prompts = [p for p, m in zip(test.prompts, mask, strict=True) if m]
-            progress(
-                f"{system}: answering {len(prompts)} prompts ({', '.join(qids)})"
-                f" at t={cfg.decoding.temperatures}"
+        temperatures = list(cfg.decoding.temperatures)
+        t_cal = None
+        if cfg.decoding.calibrate and plan.decoder.exact and len(val):
+            # the temperature is chosen on the validation split, never on the test split
+            progress(f"{system}: calibrating the temperature on {len(val)} validation answers")
+            val_dists, _, _ = _decode(
+                plan, model, val, list(cfg.decoding.calibration_grid), progress, system
             )
-            decoded = plan.decoder.decode(
-                model, prompts, plan.answer_types[qids[0]], parse_with(plan, qids[0]),
-                cfg.decoding.temperatures, cfg.decoding.max_new_tokens, cfg.decoding.seed,
-            )  # fmt: skip
-            for t, d in decoded.items():
-                decoded_all.setdefault(t, []).append((mask, d))
-        for t, parts in decoded_all.items():
-            dist = _stack([(m, d.distribution) for m, d in parts], len(test))
-            codes = np.full(len(test), np.nan)
-            texts: list[str | None] = [None] * len(test)
-            for mask, d in parts:
-                codes[mask] = d.codes
-                if d.texts is not None:
-                    for i, text in zip(np.nonzero(mask)[0], d.texts, strict=True):
-                        texts[i] = text
-            frames.append(scored(system, cfg.backend.name, t, dist))
+            t_cal = calibrated_temperature(val_dists, val.items, plan.answer_types)
+            if t_cal is not None:
+                progress(f"{system}: calibrated temperature {t_cal:g} (lowest validation NLL)")
+                if t_cal not in temperatures:
+                    temperatures.append(t_cal)
+        dists, codes_by_t, texts_by_t = _decode(plan, model, test, temperatures, progress, system)
+        frames = [
+            pd.DataFrame(
+                readout_rows(system, cfg.backend.name, test.items, test.respondents, dists,
+                             plan.answer_types, plan.metrics, segments, calibrated=t_cal),
+                columns=METRIC_COLUMNS,
+            )
+        ]  # fmt: skip
+        preds = []
+        for t in dists:
+            texts = texts_by_t[t]
             has_text = any(x is not None for x in texts)
             preds.append(
                 _prediction_frame(
-                    test, system, cfg.backend.name, t, codes, texts if has_text else None
+                    test, system, cfg.backend.name, t, codes_by_t[t], texts if has_text else None
                 )
             )
+        _write_distributions(rd, f"systems/{system}/distributions.parquet", test, dists, plan)
         fmt = cfg.output.predictions_format
         rd.write_frame(f"systems/{system}/predictions.{fmt}", pd.concat(preds, ignore_index=True))
         frame = pd.concat(frames, ignore_index=True)
         rd.write_frame(metrics_file, frame)
         all_rows.append(frame)
-        settings_rows.append({"system": system, "setting": cfg.backend.name, "params": "{}"})
+        params = {"calibrated_temperature": t_cal} if t_cal is not None else {}
+        settings_rows.append(
+            {"system": system, "setting": cfg.backend.name, "params": json.dumps(params)}
+        )
         timings[f"answer:{system}"] = time.time() - tick
     return timings

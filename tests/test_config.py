@@ -137,6 +137,7 @@ def test_valid_plan_resolves_plugins(tmp_path, plugins):
     assert set(p.metrics) == {
         "kl",
         "rmse",
+        "pearson",
         "success_rate",
         "wasserstein",
         "representativeness",
