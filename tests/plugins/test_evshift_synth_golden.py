@@ -40,3 +40,29 @@ def test_population_files_match_golden_hashes(tmp_path, n_subjects, seed):
     want_csv, want_truth = GOLDEN[(n_subjects, seed)]
     assert _sha256(csv_path) == want_csv
     assert _sha256(tmp_path / "truth.json") == want_truth
+
+
+def test_parameters_come_from_the_packaged_data_file():
+    from surveysim_evshift.synth import PARAMS_PATH, load_params
+
+    assert PARAMS_PATH.name == "synth_params.yaml"
+    params = load_params()
+    # Spot values from the published tables (2020 census; the model's answer style).
+    assert params["state_population_millions"]["california"] == 39.54
+    assert params["answer_style"]["fifty_prob"] == 0.35
+    assert params["intervention_groups"]["environmental"] == [21, 22]
+
+
+def test_a_parameter_file_missing_a_table_is_named(tmp_path):
+    import yaml
+    from surveysim_evshift.synth import load_params
+
+    from surveysim_core.errors import ConfigError
+
+    params = load_params()
+    del params["answer_style"]
+    params["answer_stlye"] = {}
+    bad = tmp_path / "params.yaml"
+    bad.write_text(yaml.safe_dump(params), encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"params\.yaml.*answer_style.*answer_stlye"):
+        load_params(bad)
