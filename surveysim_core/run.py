@@ -20,6 +20,7 @@ from surveysim_core.config import RunConfig, validate_options
 from surveysim_core.data import SurveyData, read_table, validate_long
 from surveysim_core.errors import ConfigError, SurveysimError
 from surveysim_core.plugins import Plugins
+from surveysim_core.preflight import preflight
 from surveysim_core.prompts import PromptRenderer, default_templates, render_demographics
 from surveysim_core.protocols import Example, ItemSet, Progress, Prompt
 from surveysim_core.report import write_report
@@ -31,6 +32,7 @@ from surveysim_core.rundir import (
 )
 from surveysim_core.scoring import METRIC_COLUMNS, floor_rows, score_system
 from surveysim_core.split import split_by_subject
+from surveysim_core.summary import write_summary
 from surveysim_core.survey import Survey
 
 
@@ -287,6 +289,7 @@ def execute(
     started = time.time()
     timings: dict[str, float] = {}
     plan = plan_run(config, source, plugins)
+    preflight(plan)
     path = choose_run_dir(config, resume, run_dir)
     if path.exists() and (path / "config.hash").exists() and not resume:
         raise ConfigError(f"{path}: a run is already there; add --resume to continue it")
@@ -433,6 +436,7 @@ def execute(
         except SurveysimError as exc:
             progress(f"warning: {exc}")
         write_report(run)
+    write_summary(run)
     rd.write_text("status.json", json.dumps({"finished": True, "timings_s": timings}, indent=2))
     latest = path.parent / "latest"
     if rd.main and path.parent == Path(config.output.dir):
