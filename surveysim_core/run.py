@@ -19,6 +19,7 @@ from surveysim_core.answers import AnswerDistribution, AnswerType, answer_type_f
 from surveysim_core.config import RunConfig, validate_options
 from surveysim_core.data import SurveyData, read_table, validate_long
 from surveysim_core.errors import ConfigError, SurveysimError
+from surveysim_core.launch import data_dir
 from surveysim_core.plugins import Plugins
 from surveysim_core.preflight import preflight
 from surveysim_core.prompts import PromptRenderer, default_templates, render_demographics
@@ -28,6 +29,7 @@ from surveysim_core.rundir import (
     RunDir,
     choose_run_dir,
     config_hash,
+    is_main_process,
     stderr_progress,
 )
 from surveysim_core.scoring import METRIC_COLUMNS, floor_rows, score_system
@@ -199,7 +201,7 @@ def load_data(plan: Plan, run_dir: Path, plugins: Plugins, progress: Progress) -
             raise ConfigError(
                 f"{plan.source}: data.source: survey {survey.name} has no synthetic population; give data.path"
             )
-        out = run_dir / "data"
+        out = data_dir(run_dir)
         path = out / "responses.csv"
         if not path.exists():
             progress(f"generating synthetic {survey.name} population (seed {cfg.seed})")
@@ -291,9 +293,10 @@ def execute(
     plan = plan_run(config, source, plugins)
     preflight(plan)
     path = choose_run_dir(config, resume, run_dir)
-    if path.exists() and (path / "config.hash").exists() and not resume:
+    # the main process checks: in a launch the others see the config.hash it has just written
+    if is_main_process() and path.exists() and (path / "config.hash").exists() and not resume:
         raise ConfigError(f"{path}: a run is already there; add --resume to continue it")
-    if path.exists() and (path / "config.hash").exists():
+    if is_main_process() and path.exists() and (path / "config.hash").exists():
         old = (path / "config.hash").read_text().strip()
         if old != config_hash(config):
             raise ConfigError(
