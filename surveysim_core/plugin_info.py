@@ -16,7 +16,7 @@ from surveysim_core.plugins import REGISTRY_HOOKS, Entry, Plugins
 def list_plugins(plugins: Plugins, as_json: bool = False) -> str:
     """Every loaded plugin: version, hooks, and the names it registers by kind."""
     registered = plugins.registrations()
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "name": p.name,
             "version": p.version,
@@ -84,7 +84,7 @@ def describe_options(plugins: Plugins, name: str, as_json: bool = False) -> str:
         raise PluginError(
             f"no plugin registers an object named {name!r}; `surveysim plugins` lists them"
         )
-    described = []
+    described: list[dict[str, Any]] = []
     for kind, entry in found:
         model = entry.options_model()
         schema = model.model_json_schema() if model is not None else None

@@ -207,6 +207,7 @@ def load_data(plan: Plan, run_dir: Path, plugins: Plugins, progress: Progress) -
             progress(f"generating synthetic {survey.name} population (seed {cfg.seed})")
             path = survey.synthesize(out, cfg.subjects or survey.spec.synthetic_subjects, cfg.seed)
     else:
+        assert cfg.path is not None  # DataSection requires a path for source 'file'
         path = Path(cfg.path)
     progress(f"reading {path}")
     table = survey.load(path) if survey.load else read_table(path, plugins.data_formats)
