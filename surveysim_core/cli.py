@@ -147,7 +147,10 @@ def synth(survey: str, out_dir: str, subjects: int | None, seed: int) -> None:
     s = _plugins().surveys.get(survey, where="surveysim data synth")
     if s.synthesize is None:
         raise PluginError(f"survey {survey!r} has no synthetic population generator")
-    path = s.synthesize(Path(out_dir), subjects or s.spec.synthetic_subjects, seed)
+    try:
+        path = s.synthesize(Path(out_dir), subjects or s.spec.synthetic_subjects, seed)
+    except FileExistsError as exc:  # nothing is overwritten
+        raise click.BadParameter(str(exc), param_hint="--out") from None
     click.echo(f"wrote {path}")
 
 
@@ -174,7 +177,7 @@ def main() -> None:
         click.echo("Interrupted; resume with --resume.", err=True)
         sys.exit(EXIT_INTERRUPTED)
     # standalone_mode=False returns the exit code of ``ctx.exit(code)`` (--help, --version: 0)
-    sys.exit(status if isinstance(status, int) else 0)
+    sys.exit(status if isinstance(status, int) and not isinstance(status, bool) else 0)
 
 
 if __name__ == "__main__":  # accelerate launch -m surveysim_core.cli run ...

@@ -247,6 +247,11 @@ def test_exit_codes_tell_the_kind_of_error(tmp_path, monkeypatch, capsys, global
     assert str(data) in err
     code, err = exit_code_of(monkeypatch, capsys, "data", "synth", "no-such-survey", "--out", "x")
     assert (code, "unknown survey 'no-such-survey'" in err) == (5, True)
+    out = tmp_path / "pop"
+    assert exit_code_of(monkeypatch, capsys, "data", "synth", "evshift", "--out", str(out),
+                        "--subjects", "20")[0] == 0  # fmt: skip
+    code, err = exit_code_of(monkeypatch, capsys, "data", "synth", "evshift", "--out", str(out))
+    assert (code, "already exists" in err) == (2, True)  # refused, nothing overwritten
     global_plugins.register(_FailingCommandPlugin(), "failing")
     code, err = exit_code_of(monkeypatch, capsys, "fail-at-runtime")
     assert (code, err) == (6, "Error: the backend stopped\n")
