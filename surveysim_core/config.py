@@ -67,9 +67,13 @@ class SplitSection(Strict):
         return self
 
 
+def _both_systems() -> list[Literal["zero_shot", "fine_tuned"]]:
+    return ["zero_shot", "fine_tuned"]
+
+
 class BackendSection(PluginRef):
     systems: list[Literal["zero_shot", "fine_tuned"]] = Field(
-        default_factory=lambda: ["zero_shot", "fine_tuned"],
+        default_factory=_both_systems,
         description="Which language-model systems to evaluate.",
     )
     loss: PluginRef = Field(

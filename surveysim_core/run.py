@@ -19,7 +19,9 @@ from surveysim_core.answers import AnswerDistribution, AnswerType, answer_type_f
 from surveysim_core.config import RunConfig, validate_options
 from surveysim_core.data import SurveyData, read_table, validate_long
 from surveysim_core.errors import ConfigError, SurveysimError
+from surveysim_core.launch import data_dir
 from surveysim_core.plugins import Plugins
+from surveysim_core.preflight import preflight
 from surveysim_core.prompts import PromptRenderer, default_templates, render_demographics
 from surveysim_core.protocols import Example, ItemSet, Progress, Prompt
 from surveysim_core.report import write_report
@@ -27,6 +29,7 @@ from surveysim_core.rundir import (
     RunDir,
     choose_run_dir,
     config_hash,
+    is_main_process,
     stderr_progress,
 )
 from surveysim_core.scoring import (
@@ -37,6 +40,7 @@ from surveysim_core.scoring import (
     score_system,
 )
 from surveysim_core.split import split_by_subject
+from surveysim_core.summary import write_summary
 from surveysim_core.survey import Survey
 
 
@@ -203,12 +207,13 @@ def load_data(plan: Plan, run_dir: Path, plugins: Plugins, progress: Progress) -
             raise ConfigError(
                 f"{plan.source}: data.source: survey {survey.name} has no synthetic population; give data.path"
             )
-        out = run_dir / "data"
+        out = data_dir(run_dir)
         path = out / "responses.csv"
         if not path.exists():
             progress(f"generating synthetic {survey.name} population (seed {cfg.seed})")
             path = survey.synthesize(out, cfg.subjects or survey.spec.synthetic_subjects, cfg.seed)
     else:
+        assert cfg.path is not None  # DataSection requires a path for source 'file'
         path = Path(cfg.path)
     progress(f"reading {path}")
     table = survey.load(path) if survey.load else read_table(path, plugins.data_formats)
@@ -293,10 +298,12 @@ def execute(
     started = time.time()
     timings: dict[str, float] = {}
     plan = plan_run(config, source, plugins)
+    preflight(plan)
     path = choose_run_dir(config, resume, run_dir)
-    if path.exists() and (path / "config.hash").exists() and not resume:
+    # the main process checks: in a launch the others see the config.hash it has just written
+    if is_main_process() and path.exists() and (path / "config.hash").exists() and not resume:
         raise ConfigError(f"{path}: a run is already there; add --resume to continue it")
-    if path.exists() and (path / "config.hash").exists():
+    if is_main_process() and path.exists() and (path / "config.hash").exists():
         old = (path / "config.hash").read_text().strip()
         if old != config_hash(config):
             raise ConfigError(
@@ -439,6 +446,7 @@ def execute(
         except SurveysimError as exc:
             progress(f"warning: {exc}")
         write_report(run)
+    write_summary(run)
     rd.write_text("status.json", json.dumps({"finished": True, "timings_s": timings}, indent=2))
     latest = path.parent / "latest"
     if rd.main and path.parent == Path(config.output.dir):
