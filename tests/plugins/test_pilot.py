@@ -463,6 +463,13 @@ def test_cli_pilot_and_bad_input_exit_code(global_plugins, runner, tmp_path, per
         result = runner.invoke(build_cli(), ["pilot", str(cfg)])
         assert result.exit_code == 0, result.output
         assert (tmp_path / "out" / "report.html").exists()
+        sim = pilot_config(tmp_path, personas_csv, output=str(tmp_path / "sim"), questions=["pre"])
+        del sim["pre_question"]
+        cfg.write_text(yaml.safe_dump(sim))
+        result = runner.invoke(build_cli(), ["simulate", str(cfg)])
+        assert result.exit_code == 0, result.output
+        assert (tmp_path / "sim" / "segments.csv").exists()
+        assert not (tmp_path / "sim" / "shifts.csv").exists()
         bad = tmp_path / "bad.yaml"
         bad.write_text(
             yaml.safe_dump(
