@@ -188,23 +188,18 @@ def catboost_shifts(
 
 
 # -- the steps ---------------------------------------------------------------------------------------
-def train_run(
-    survey: str, train_csv: Path, out: Path, quick: bool, model: str | None, plugins: Any
-) -> Path:
-    """Fine-tune on the training file (held-out statements removed) with ``surveysim run``."""
+def run_config(survey: str, train_csv: Path, out: Path, quick: bool, model: str | None):
+    """The run configuration that fine-tunes on the training file (held-out statements removed)."""
     from surveysim_core.config import RunConfig
-    from surveysim_core.run import execute
 
     options: dict[str, Any] = {"progress_bars": False}
     split: dict[str, Any] = {}
     if quick:
-        from surveysim_hf.testing import write_tiny_model
-
-        options |= {"model": model or str(write_tiny_model(out / "tiny-model")), "max_steps": 2}
+        options |= {"model": model or str(out / "tiny-model"), "max_steps": 2}
         split = {"max_train_subjects": 40, "max_val_subjects": 10, "max_test_subjects": 10}
     elif model:
         options["model"] = model
-    config = RunConfig.model_validate(
+    return RunConfig.model_validate(
         {
             "survey": survey,
             "data": {"source": "file", "path": str(train_csv)},
@@ -214,7 +209,23 @@ def train_run(
             "output": {"dir": str(out / "runs")},
         }
     )
+
+
+def train_run(
+    survey: str, train_csv: Path, out: Path, quick: bool, model: str | None, plugins: Any
+) -> Path:
+    """Fine-tune with ``surveysim run``; a finished run in ``out/run`` is reused."""
+    from surveysim_core.run import execute
+
     run_dir = out / "run"
+    if (run_dir / "status.json").exists():
+        print(f"reusing the finished run {run_dir}", file=sys.stderr)
+        return run_dir
+    if quick and model is None:
+        from surveysim_hf.testing import write_tiny_model
+
+        write_tiny_model(out / "tiny-model")
+    config = run_config(survey, train_csv, out, quick, model)
     execute(config, "pilot_validation", plugins, run_dir=str(run_dir))
     return run_dir
 
@@ -233,6 +244,9 @@ def pilot_all(
     from surveysim_pilot.config import PilotConfig
     from surveysim_pilot.pilot import pilot
 
+    if (out / "pilot" / "shifts.csv").exists():
+        print(f"reusing the finished pilot {out / 'pilot'}", file=sys.stderr)
+        return out / "pilot"
     groups = {g: [str(s) for s in ids] for g, ids in truth["intervention_groups"].items()}
     config = PilotConfig.model_validate(
         {

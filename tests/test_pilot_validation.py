@@ -147,3 +147,14 @@ def test_quick_plumbing_with_a_fake_run(pv, plugins, tmp_path):
     assert max(unseen) == pytest.approx(min(unseen))
     assert result["catboost"]["shift"]["spearman_unseen"] is None
     assert (tmp_path / "out" / "validation.md").read_text().count("|") > 10
+
+
+@pytest.mark.parametrize("quick", [True, False])
+def test_training_run_config_is_valid(pv, plugins, tmp_path, quick):
+    from surveysim_core.run import plan_run
+
+    config = pv.run_config("evshift", tmp_path / "train.csv", tmp_path, quick, None)
+    plan = plan_run(config, "pilot_validation", plugins)
+    assert plan.backend is not None and config.backend.systems == ["fine_tuned"]
+    assert config.data.path == str(tmp_path / "train.csv")
+    assert (config.backend.options.get("max_steps") == 2) is quick
