@@ -413,6 +413,8 @@ def test_run_directory_with_no_trained_system(town, tmp_path, personas_csv):
     (run / "adapter").mkdir()
     (run / "adapter" / "adapter_config.json").write_text("{}")  # config, but no weights
     _fails(town, tmp_path, cfg, ConfigError, r"has no trained system")
+    (run / "adapter" / "adapter_model.bin").write_bytes(b"")  # a pickle is not accepted
+    _fails(town, tmp_path, cfg, ConfigError, r"has no trained system")
 
 
 def test_run_directory_without_a_backend(town, tmp_path, personas_csv):

@@ -83,12 +83,13 @@ def resolve_system(config: SimulateConfig, source: str, plugins: Plugins) -> Sys
         opt_source, where = str(run / "config.yaml"), "backend"
         if sys_cfg.kind == "fine_tuned":
             adapter = run / "adapter"
-            has_weights = adapter.is_dir() and any(adapter.glob("adapter_model.*"))
-            if not (adapter / "adapter_config.json").exists() or not has_weights:
+            # safetensors only: PEFT would unpickle an adapter_model.bin
+            needed = ("adapter_config.json", "adapter_model.safetensors")
+            if not all((adapter / name).is_file() for name in needed):
                 raise ConfigError(
                     f"{source}: system.run: {run} has no trained system ({adapter} holds no"
-                    " adapter_config.json and adapter weights: the run did not fine-tune, or"
-                    " has not finished)"
+                    " adapter_config.json and adapter_model.safetensors: the run did not"
+                    " fine-tune, or has not finished)"
                 )
         label = f"{sys_cfg.kind} ({run})"
     else:
