@@ -227,6 +227,20 @@ def test_cross_table_post_stratifies_the_reference(town, tmp_path):
     assert population.personas["pets"].iloc[2] == ("none",)
 
 
+def test_cross_table_naming_every_field_gives_one_persona_per_cell():
+    cells = pd.DataFrame(
+        {"region": ["North", "South", "South"], "age": ["old", "young", "old"],
+         "pets": ["cat", "none", "cat|dog"], "share": [0.5, 0.5, 0.0]}
+    )  # fmt: skip
+    population = pop.from_cross_table(cells, TownSpec(), "cells.csv")
+    # the zero-share cell is dropped; the other two are personas with their shares
+    assert list(population.personas["age"]) == ["old", "young"]
+    assert list(population.weights) == pytest.approx([0.5, 0.5])
+    bad = cells.assign(share=[0.5, 0.4, 0.0])
+    with pytest.raises(DataError, match=r"cells\.csv: column share: shares sum to 0\.9"):
+        pop.from_cross_table(bad, TownSpec(), "cells.csv")
+
+
 def TownSpec() -> SurveySpec:
     return SurveySpec.model_validate(TOWN_SPEC)
 
@@ -464,6 +478,8 @@ def test_cli_pilot_and_bad_input_exit_code(global_plugins, runner, tmp_path, per
         cfg.write_text(yaml.safe_dump(pilot_config(tmp_path, personas_csv)))
         result = runner.invoke(build_cli(), ["pilot", str(cfg)])
         assert result.exit_code == 0, result.output
+        ranked = [line.split()[:2] for line in result.stdout.splitlines()[1:3]]
+        assert ranked == [["1", "B"], ["2", "A"]]
         assert (tmp_path / "out" / "report.html").exists()
         sim = pilot_config(tmp_path, personas_csv, output=str(tmp_path / "sim"), questions=["pre"])
         del sim["pre_question"]

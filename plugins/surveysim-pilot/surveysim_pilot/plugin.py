@@ -41,7 +41,23 @@ def pilot(config_file: str) -> None:
 
     config = load(config_file, PilotConfig)
     out = run_pilot(config, config_file, get_plugins(), Progress(stderr_progress))
-    click.echo(f"Results: {out} (shifts.csv, report.html)")
+    click.echo(ranking_table(out / "shifts.csv"))
+    click.echo(f"\nResults: {out} (shifts.csv, report.html)")
+
+
+def ranking_table(path) -> str:
+    """The whole population's ranking, one line per statement, for the terminal."""
+    import pandas as pd
+
+    shifts = pd.read_csv(path, keep_default_na=False, dtype={"statement": str})
+    overall = shifts[shifts["segment"] == "all"].sort_values("rank")
+    lines = ["rank  statement  mean shift [95% CI]     share rising  text"]
+    for r in overall.itertuples():
+        lines.append(
+            f"{r.rank:>4}  {r.statement:<9}  {r.mean_shift:+7.2f} [{r.mean_shift_low:+.2f},"
+            f" {r.mean_shift_high:+.2f}]  {r.share_rises:11.2f}  {str(r.text)[:60]}"
+        )
+    return "\n".join(lines)
 
 
 @hookimpl

@@ -39,7 +39,7 @@ def draw_heatmap(shifts: pd.DataFrame, path: Path) -> Path:
     limit = float(np.nanmax(np.abs(values))) if np.isfinite(values).any() else 1.0
     limit = limit or 1.0
     fig, ax = plt.subplots(
-        figsize=(2.5 + 0.45 * len(columns), 1.2 + 0.3 * len(order)), layout="constrained"
+        figsize=(4.5 + 0.45 * len(columns), 1.5 + 0.3 * len(order)), layout="constrained"
     )
     image = ax.imshow(values, cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
     ax.set_xticks(range(len(columns)), [f"{s}: {v}" if s != "all" else "all" for s, v in columns],
