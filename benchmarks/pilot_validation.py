@@ -14,7 +14,9 @@
 
 The truth for the population mean shift is ``expected_mean_shift_by_intervention_population``:
 the structural shift averaged over all generated subjects as if each had seen the statement,
-which is what a pilot on the whole population estimates.
+which is what a pilot on the whole population estimates. In the data each post answer follows
+earlier statements, and a system without respondent memory learns answers averaged over those
+positions, so its shifts may carry a common offset; rank correlations are blind to it.
 
     python benchmarks/pilot_validation.py                 # full size (GPU; the lead runs it)
     python benchmarks/pilot_validation.py --quick         # tiny random model, minutes on a CPU
