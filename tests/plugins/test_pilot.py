@@ -245,6 +245,43 @@ def TownSpec() -> SurveySpec:
     return SurveySpec.model_validate(TOWN_SPEC)
 
 
+def test_registered_samplers_are_reachable(town, tmp_path):
+    from surveysim_pilot.simulate import prepare
+
+    run = _run_dir(tmp_path)
+    pd.DataFrame(
+        {"subject_id": ["r1", "r2", "r3", "r4"], "split": ["train", "train", "test", "test"]}
+    ).to_csv(run / "splits.csv", index=False)
+    base = {
+        "survey": "town",
+        "system": {"run": str(run), "kind": "zero_shot"},
+        "questions": ["pre"],
+        "output": str(tmp_path / "out"),
+    }
+    # test_split: the run's test respondents r3 and r4 (both South)
+    cfg = {**base, "population": {"source": "sampler", "sampler": {"name": "test_split"}}}
+    prepared = prepare(SimulateConfig.model_validate(cfg), "cfg.yaml", town)
+    assert list(prepared.population.personas["region"]) == ["South", "South"]
+    assert list(prepared.population.personas["age"]) == ["young", "old"]
+    # marginals: region fixed to North; age from the training split (r1 young, r2 old)
+    cfg["population"] = {
+        "source": "sampler",
+        "sampler": {
+            "name": "marginals",
+            "options": {"n": 40, "marginals": {"region": {"North": 1.0}}},
+        },
+    }
+    prepared = prepare(SimulateConfig.model_validate(cfg), "cfg.yaml", town)
+    assert len(prepared.population) == 40
+    assert set(prepared.population.personas["region"]) == {"North"}
+    assert set(prepared.population.personas["age"]) == {"young", "old"}
+    cfg["population"]["sampler"]["options"]["nn"] = 3
+    with pytest.raises(
+        ConfigError, match=r"cfg\.yaml: population\.sampler\.options\.nn: unknown key"
+    ):
+        prepare(SimulateConfig.model_validate(cfg), "cfg.yaml", town)
+
+
 def test_population_draw_is_seeded():
     table = pd.DataFrame({"region": ["North", "South"] * 50})
     a = pop.from_table(table, "t", n=30, seed=1)

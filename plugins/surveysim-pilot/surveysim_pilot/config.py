@@ -49,10 +49,15 @@ class PopulationSection(Strict):
 
     model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
 
-    source: Literal["respondents", "table", "margins", "cross_table"] = Field(
+    source: Literal["respondents", "table", "margins", "cross_table", "sampler"] = Field(
         "respondents",
         description="The survey's own respondents; a table of respondents (path); the reference"
-        " raked to margins; or a cross-table of joint shares (path).",
+        " raked to margins; a cross-table of joint shares (path); or a registered sampler.",
+    )
+    sampler: PluginRef | None = Field(
+        None,
+        description="A registered population sampler (test_split, marginals, file, ...) with its"
+        " options; it draws from the survey's respondents and the run's splits.csv.",
     )
     path: str | None = Field(
         None, description="CSV: respondents (table) or cells with a share column (cross_table)."
@@ -77,6 +82,8 @@ class PopulationSection(Strict):
             raise ValueError("source 'margins' needs population.margins")
         if self.source != "margins" and self.margins:
             raise ValueError("margins are only used with source 'margins'")
+        if (self.source == "sampler") != (self.sampler is not None):
+            raise ValueError("source 'sampler' and population.sampler go together")
         return self
 
 

@@ -131,14 +131,46 @@ def _respondents(
         return load_data(plan, Path(tmp), plugins, progress).respondents
 
 
+def run_splits(config: SimulateConfig, respondents: pd.DataFrame) -> dict[str, list[str]]:
+    """The run's subject split (``splits.csv``); without a run, every respondent in each split."""
+    everyone = [str(s) for s in respondents.index]
+    path = Path(config.system.run) / "splits.csv" if config.system.run else None
+    if path is None or not path.exists():
+        return {"train": everyone, "val": [], "test": everyone}
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    known = set(everyone)
+    splits: dict[str, list[str]] = {"train": [], "val": [], "test": []}
+    for sid, name in zip(table["subject_id"], table["split"], strict=True):
+        if sid in known:
+            splits.setdefault(name, []).append(sid)
+    return splits
+
+
+def from_sampler(
+    config: SimulateConfig, source: str, spec, plugins: Plugins, respondents: pd.DataFrame
+) -> pop.Population:
+    """Personas drawn by a registered sampler (equal weights)."""
+    ref = config.population.sampler
+    cls = plugins.registry("samplers").get(ref.name, where=f"{source}: population.sampler.name")
+    options = validate_options(cls, ref.options, "population.sampler.options", source)
+    table = cls(options).sample(
+        respondents, run_splits(config, respondents), config.population.seed, spec
+    )
+    where = f"{source}: population.sampler ({ref.name})"
+    return pop.from_table(table, where, config.population.n, config.population.seed)
+
+
 def build_population(
     config: SimulateConfig,
     source: str,
     spec,
     respondents: Callable[[], pd.DataFrame],
+    plugins: Plugins | None = None,
 ) -> pop.Population:
     """The personas the configuration describes (``respondents`` is called only if needed)."""
     p = config.population
+    if p.source == "sampler":
+        return from_sampler(config, source, spec, plugins, respondents())
     if p.source == "respondents":
         table = respondents()
         return pop.from_table(table, f"{source}: population (survey respondents)", p.n, p.seed)
@@ -205,7 +237,7 @@ def prepare(
             plan.survey, spec=spec.model_copy(update={"context_values": values})
         )
     population = build_population(
-        config, source, spec, lambda: _respondents(config, plan, plugins, progress)
+        config, source, spec, lambda: _respondents(config, plan, plugins, progress), plugins
     )
     check_segments(list(config.segments), spec, population, source)
     return Prepared(config, source, plan, population, items, list(config.segments), system, output)
