@@ -542,3 +542,19 @@ def test_cli_pilot_and_bad_input_exit_code(global_plugins, runner, tmp_path, per
         assert not (tmp_path / "o2").exists()
     finally:
         global_plugins.unregister("town-plugin")
+
+
+def test_tutorial_example_config_is_valid(plugins):
+    """surveys/pilot-example.yaml (docs/tutorial-pilot.md): keys, margins and statements check."""
+    from surveysim_pilot.config import load
+    from surveysim_pilot.items import build_items
+
+    root = Path(__file__).resolve().parents[2]
+    config = load(root / "surveys" / "pilot-example.yaml", PilotConfig)
+    spec = plugins.surveys.get("evshift").spec
+    pop.check_margins(config.population.margins, spec, "pilot-example")
+    statements = config.statements.model_copy(update={"file": str(root / config.statements.file)})
+    items = build_items(spec, [config.pre_question], statements, "pilot-example")
+    new = [i for i in items if i.new]
+    assert [i.statement for i in new] == ["N1", "N2", "N3"]
+    assert {i.group for i in new} == {"cost", "charging", "environmental"}
