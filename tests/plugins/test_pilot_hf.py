@@ -64,3 +64,50 @@ def test_pilot_with_tiny_hf_model(tmp_path, plugins):
         got = shifts[(shifts["statement"] == statement) & (shifts["segment"] == "all")]
         assert got["mean_shift"].iloc[0] == pytest.approx(expected)
     assert (out / "report.html").exists()
+
+
+def test_pilot_loads_a_runs_lora_adapter(tmp_path, plugins):
+    """A run directory's adapter/ is applied: fine_tuned answers differ from zero_shot ones.
+
+    The adapter is random (not trained): LoRA with non-zero initial weights changes the outputs.
+    """
+    import peft
+    import torch
+    import yaml
+    from surveysim_hf.testing import write_tiny_model
+    from surveysim_pilot.config import PilotConfig
+    from surveysim_pilot.pilot import pilot
+    from transformers import AutoModelForCausalLM
+
+    model_dir = write_tiny_model(tmp_path / "tiny")
+    run = tmp_path / "run"
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(model_dir)
+    lora = peft.LoraConfig(
+        r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False
+    )
+    peft.get_peft_model(base, lora).save_pretrained(run / "adapter", safe_serialization=True)
+    options = {"model": str(model_dir), "progress_bars": False}
+    (run / "config.yaml").write_text(
+        yaml.safe_dump({"survey": "evshift-0to9", "backend": {"name": "hf", "options": options}})
+    )
+    personas = tmp_path / "personas.csv"
+    pd.DataFrame({"political": ["Strongly liberal", "Strongly conservative"]}).to_csv(
+        personas, index=False
+    )
+    means = {}
+    for kind in ("zero_shot", "fine_tuned"):
+        config = PilotConfig.model_validate(
+            {
+                "survey": "evshift-0to9",
+                "system": {"run": str(run), "kind": kind},
+                "population": {"source": "table", "path": str(personas)},
+                "pre_question": "initial_preference",
+                "statements": {"question": "post_intervention_preference", "survey": ["21"]},
+                "bootstrap": 5,
+                "output": str(tmp_path / kind),
+            }
+        )
+        out = pilot(config, "cfg.yaml", plugins)
+        means[kind] = pd.read_parquet(out / "distributions.parquet")["mean"].to_numpy()
+    assert not np.allclose(means["zero_shot"], means["fine_tuned"])
