@@ -165,10 +165,14 @@ def catboost_shifts(
     def frame(table: pd.DataFrame) -> pd.DataFrame:
         return table[features].astype(str)
 
-    with_id = CatBoostRegressor(iterations=iterations, random_seed=seed, verbose=False)
+    with_id = CatBoostRegressor(
+        iterations=iterations, random_seed=seed, verbose=False, allow_writing_files=False
+    )
     x = frame(rows).assign(intervention=rows["intervention"].to_numpy())
     with_id.fit(x, rows["shift"].to_numpy(float), cat_features=[*features, "intervention"])
-    text_free = CatBoostRegressor(iterations=iterations, random_seed=seed, verbose=False)
+    text_free = CatBoostRegressor(
+        iterations=iterations, random_seed=seed, verbose=False, allow_writing_files=False
+    )
     text_free.fit(frame(rows), rows["shift"].to_numpy(float), cat_features=features)
     fallback = text_free.predict(frame(personas))
     w = np.asarray(weights, float) / np.sum(weights)
