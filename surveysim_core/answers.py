@@ -77,6 +77,15 @@ class AnswerDistribution:
         """Every respondent answers from the same distribution (null models)."""
         return cls(np.tile(np.asarray(row, dtype=float), (n, 1)), exact=True)
 
+    def expected(self, answer: AnswerType) -> np.ndarray:
+        """E[a] of each row given a valid answer (NaN for a row with no valid mass): the point
+        prediction of the ``expected`` readout."""
+        probs = self.probs[:, : len(answer.support)]
+        mass = probs.sum(axis=1)
+        total = probs @ np.asarray(answer.support, float)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(mass > 0, total / np.where(mass > 0, mass, 1.0), np.nan)
+
     def subset(self, mask: np.ndarray) -> AnswerDistribution:
         return AnswerDistribution(self.probs[mask], self.exact)
 

@@ -173,6 +173,16 @@ class Cache:
 
         self.put(kind, key, write)
 
+    # -- small values -------------------------------------------------------------------------
+    def get_value(self, kind: str, key: str) -> dict[str, Any] | None:
+        path = self.entry(kind, key)
+        if path is None:
+            return None
+        return json.loads((path / "value.json").read_text(encoding="utf-8"))
+
+    def put_value(self, kind: str, key: str, value: dict[str, Any]) -> None:
+        self.put(kind, key, lambda folder: (folder / "value.json").write_text(json.dumps(value)))
+
     # -- folders (adapters) -------------------------------------------------------------------
     def put_folder(self, kind: str, key: str, source: Path) -> Path | None:
         """A copy of ``source`` as an entry, without resumable training state (``checkpoint*``

@@ -9,7 +9,12 @@ from pathlib import Path
 import click
 
 from surveysim_core import __version__
-from surveysim_core.errors import SurveysimError
+from surveysim_core.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    PluginError,
+    SurveysimError,
+)
 
 
 def _plugins():
@@ -43,17 +48,34 @@ def cli() -> None:
     default=None,
     help="Write into (or resume) this directory instead of a new one under output.dir.",
 )
-def run(config_file: str, overrides: tuple[str, ...], resume: bool, run_dir: str | None) -> None:
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the run's summary.json (run directory, timings, overall metrics) instead of"
+    " the table.",
+)
+def run(
+    config_file: str, overrides: tuple[str, ...], resume: bool, run_dir: str | None, as_json: bool
+) -> None:
     """Prepare data, fit baselines and models, evaluate, and write results and a report."""
     from surveysim_core.config import load_config
     from surveysim_core.run import execute
+    from surveysim_core.rundir import is_main_process
     from surveysim_core.scoring import summary_table
+    from surveysim_core.summary import run_summary
 
     config = load_config(config_file, overrides)
     result = execute(config, config_file, _plugins(), resume=resume, run_dir=run_dir)
+    if not is_main_process():  # one summary per launch, not one per process
+        return
+    if as_json:
+        click.echo(json.dumps(run_summary(result), indent=2, allow_nan=False))
+        return
     click.echo(summary_table(result.metrics, catalogue=result.plan.metrics))
     click.echo(
-        f"\nResults: {result.dir} (metrics.csv, report.html); took {result.timings['total']:.0f}s"
+        f"\nResults: {result.dir} (metrics.csv, report.html, summary.json);"
+        f" took {result.timings['total']:.0f}s"
     )
 
 
@@ -63,27 +85,43 @@ def run(config_file: str, overrides: tuple[str, ...], resume: bool, run_dir: str
     "--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override an option."
 )
 def validate(config_file: str, overrides: tuple[str, ...]) -> None:
-    """Check a run configuration and every plugin option in it, without running anything."""
+    """Check a run configuration and every plugin option in it, without running anything.
+
+    Plugin objects whose options are declared at registration are not imported (no torch or
+    scikit-learn); their options are validated, and their preflight checks (a model that can be
+    found without network, ...) run.
+    """
     from surveysim_core.config import load_config
+    from surveysim_core.preflight import preflight
     from surveysim_core.run import plan_run
 
     config = load_config(config_file, overrides)
-    plan = plan_run(config, config_file, _plugins())
+    plugins = _plugins()
+    with plugins.options_only():
+        plan = plan_run(config, config_file, plugins)
+    preflight(plan)
     questions = ", ".join(plan.answer_types)
     click.echo(f"{config_file}: valid (survey {plan.survey.name}: {questions})")
 
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def plugins(as_json: bool) -> None:
-    """List loaded plugins with their version and hooks."""
-    info = _plugins().info()
-    if as_json:
-        click.echo(json.dumps([p.__dict__ for p in info], indent=2))
-        return
-    for p in info:
-        click.echo(f"{p.name} {p.version}".rstrip())
-        click.echo(f"  hooks: {', '.join(p.hooks) or '-'}")
+@click.option(
+    "--options",
+    "options_of",
+    metavar="NAME",
+    default=None,
+    help="Print the options of the object registered as NAME (or KIND:NAME, e.g."
+    " baselines:svr) with their JSON schema.",
+)
+def plugins(as_json: bool, options_of: str | None) -> None:
+    """List loaded plugins with their version, hooks and what each registers."""
+    from surveysim_core.plugin_info import describe_options, list_plugins
+
+    if options_of is not None:
+        click.echo(describe_options(_plugins(), options_of, as_json))
+    else:
+        click.echo(list_plugins(_plugins(), as_json))
 
 
 @cli.command()
@@ -147,8 +185,11 @@ def synth(survey: str, out_dir: str, subjects: int | None, seed: int) -> None:
     """Write a synthetic population of SURVEY (long-format CSV plus its ground truth)."""
     s = _plugins().surveys.get(survey, where="surveysim data synth")
     if s.synthesize is None:
-        raise SurveysimError(f"survey {survey!r} has no synthetic population generator")
-    path = s.synthesize(Path(out_dir), subjects or s.spec.synthetic_subjects, seed)
+        raise PluginError(f"survey {survey!r} has no synthetic population generator")
+    try:
+        path = s.synthesize(Path(out_dir), subjects or s.spec.synthetic_subjects, seed)
+    except FileExistsError as exc:  # nothing is overwritten
+        raise click.BadParameter(str(exc), param_hint="--out") from None
     click.echo(f"wrote {path}")
 
 
@@ -158,21 +199,24 @@ def build_cli() -> click.Group:
 
 
 def main() -> None:
+    """The ``surveysim`` command; its exit status tells the kind of failure (see errors.py)."""
     try:
         group = build_cli()
-        group.main(standalone_mode=False)
+        status = group.main(standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
-        sys.exit(1)
+        sys.exit(EXIT_INTERRUPTED)
     except click.ClickException as exc:
         exc.show()
-        sys.exit(exc.exit_code)
+        sys.exit(EXIT_USAGE if isinstance(exc, click.UsageError) else exc.exit_code)
     except SurveysimError as exc:
         click.echo(f"Error: {exc}", err=True)
-        sys.exit(2)
+        sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         click.echo("Interrupted; resume with --resume.", err=True)
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
+    # standalone_mode=False returns the exit code of ``ctx.exit(code)`` (--help, --version: 0)
+    sys.exit(status if isinstance(status, int) and not isinstance(status, bool) else 0)
 
 
 if __name__ == "__main__":  # accelerate launch -m surveysim_core.cli run ...

@@ -87,11 +87,22 @@ class DecodingSection(Strict):
     max_new_tokens: int = Field(8, ge=1, description="Most tokens generated per answer.")
     seed: int = Field(0, description="Seed for sampling.")
     options: dict[str, Any] = Field(default_factory=dict, description="Decoder's own options.")
+    calibrate: bool = Field(
+        True,
+        description="With an exact decoder, also score the 'calibrated' readout: the"
+        " temperature from calibration_grid with the lowest NLL on the validation split.",
+    )
+    calibration_grid: list[float] = Field(
+        default_factory=lambda: [0.5, 0.7, 0.85, 1.0, 1.15, 1.3, 1.5, 2.0],
+        description="Temperatures (> 0) the calibrated readout chooses from.",
+    )
 
     @model_validator(mode="after")
     def _temperatures(self) -> DecodingSection:
         if any(t < 0 for t in self.temperatures):
             raise ValueError("temperatures must be >= 0")
+        if any(not t > 0 for t in self.calibration_grid):
+            raise ValueError("calibration_grid temperatures must be > 0")
         return self
 
 

@@ -16,7 +16,7 @@ import pandas as pd
 from surveysim_core.plan import Plan
 from surveysim_core.protocols import ItemSet, Progress, System, SystemAnswers, SystemResult
 from surveysim_core.rundir import RunDir
-from surveysim_core.scoring import METRIC_COLUMNS, score_system
+from surveysim_core.scoring import METRIC_COLUMNS, readout_rows, score_system
 from surveysim_core.systems import system_id
 
 #: metrics.csv: the tidy columns, then the id of the system's full settings
@@ -35,19 +35,26 @@ class Scored:
 
 
 def score_result(result: SystemResult, plan: Plan, test: ItemSet) -> Scored:
-    """Metric rows, predictions and settings rows of one system's answers to ``test``."""
+    """Metric rows, predictions and settings rows of one system's answers to ``test``.
+
+    Answers without a temperature (a baseline's) are scored as given (readout ``answer``);
+    answers at temperatures (a language model's) get every readout of
+    :func:`~surveysim_core.scoring.readout_rows` (greedy / sample, expected, calibrated).
+    """
     sid = system_id(result.settings)
-    frames, preds, settings = [], [], []
-    seen: set[str] = set()
+    rows: list[dict[str, Any]] = []
+    preds, settings = [], []
+    by_setting: dict[str, dict[float, Any]] = {}
     for ans in result.answers:
-        rows = score_system(
-            result.system, ans.setting, ans.temperature, test.items, test.respondents,
-            ans.distribution, plan.answer_types, plan.metrics, plan.segments,
-        )  # fmt: skip
-        frames.append(pd.DataFrame(rows, columns=METRIC_COLUMNS).assign(system_id=sid))
+        if ans.temperature is None:
+            rows += score_system(
+                result.system, ans.setting, None, test.items, test.respondents,
+                ans.distribution, plan.answer_types, plan.metrics, plan.segments,
+            )  # fmt: skip
+        else:
+            by_setting.setdefault(ans.setting, {})[ans.temperature] = ans.distribution
         preds.append(prediction_frame(test, result.system, ans))
-        if ans.setting not in seen:
-            seen.add(ans.setting)
+        if ans.setting not in {s["setting"] for s in settings}:
             settings.append(
                 {
                     "system": result.system,
@@ -57,11 +64,32 @@ def score_result(result: SystemResult, plan: Plan, test: ItemSet) -> Scored:
                     "settings": json.dumps(result.settings, sort_keys=True, default=str),
                 }
             )
-    metrics = (
-        pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=SCORED_COLUMNS)
-    )
+    for setting, dists in by_setting.items():
+        rows += readout_rows(
+            result.system, setting, test.items, test.respondents, dists, plan.answer_types,
+            plan.metrics, plan.segments, calibrated=result.calibrated_temperature,
+        )  # fmt: skip
+    metrics = pd.DataFrame(rows, columns=METRIC_COLUMNS).assign(system_id=sid)
     predictions = pd.concat(preds, ignore_index=True) if preds else None
     return Scored(metrics, settings, predictions)
+
+
+def distribution_frame(test: ItemSet, plan: Plan, answers: list[SystemAnswers]) -> pd.DataFrame:
+    """Per-respondent answer distributions, one row per item and temperature: the probability
+    of each answer as a list aligned with ``answers``."""
+    frames = []
+    widths = test.items["question"].map({q: len(a.support) for q, a in plan.answer_types.items()})
+    for ans in answers:
+        frame = test.items[["subject_id", "question", "seq", "answer"]].rename(
+            columns={"answer": "true_answer"}
+        )
+        frame.insert(0, "temperature", ans.temperature)
+        frame["answers"] = [list(plan.answer_types[q].support) for q in frame["question"]]
+        frame["probs"] = [
+            row[:w].tolist() for row, w in zip(ans.distribution.probs, widths, strict=True)
+        ]
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
 
 
 def prediction_frame(test: ItemSet, system: str, ans: SystemAnswers) -> pd.DataFrame:
@@ -112,6 +140,11 @@ def run_and_score(
         scored = score_result(result, plan, test)
         if scored.predictions is not None:
             rd.write_frame(f"{folder}/predictions.{fmt}", scored.predictions)
+        at_temperatures = [a for a in result.answers if a.temperature is not None]
+        if at_temperatures and _has_parquet():
+            # Parquet needs the core's [parquet] extra; predictions.* still hold the answers
+            frame = distribution_frame(test, plan, at_temperatures)
+            rd.write_frame(f"{folder}/distributions.parquet", frame)
         rd.write_frame(
             f"{folder}/settings.csv", pd.DataFrame(scored.settings, columns=SETTINGS_COLUMNS)
         )
@@ -123,3 +156,11 @@ def run_and_score(
         progress(f"{system.name}: {len(scored.settings)} setting(s) in {time.time() - tick:.1f}s")
         out.append(scored)
     return out
+
+
+def _has_parquet() -> bool:
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        return False
+    return True

@@ -2,8 +2,10 @@
 
 Registration hooks receive a ``register(name, obj)`` callback owned by the core. ``obj`` may be
 the object itself or a ``"module:attribute"`` string that is imported on first use, so that a
-plugin with heavy dependencies (torch, scikit-learn) costs nothing until it is used. Registering
-a name twice raises an error that names both plugins.
+plugin with heavy dependencies (torch, scikit-learn) costs nothing until it is used. An object
+that takes options may also be registered as ``register(name, obj, options="module:Model")`` (or
+``options=None``: it takes none), so that validating a configuration imports only the options
+model. Registering a name twice raises an error that names both plugins.
 
 Hooks are always called with keyword arguments; an implementation may accept fewer arguments than
 the specification lists.

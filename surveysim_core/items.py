@@ -11,6 +11,7 @@ import pandas as pd
 
 from surveysim_core.data import SurveyData, read_table, validate_long
 from surveysim_core.errors import ConfigError
+from surveysim_core.launch import data_dir
 from surveysim_core.plan import Plan
 from surveysim_core.plugins import Plugins
 from surveysim_core.prompts import render_demographics
@@ -26,12 +27,13 @@ def load_data(plan: Plan, run_dir: Path, plugins: Plugins, progress: Progress) -
             raise ConfigError(
                 f"{plan.source}: data.source: survey {survey.name} has no synthetic population; give data.path"
             )
-        out = run_dir / "data"
+        out = data_dir(run_dir)
         path = out / "responses.csv"
         if not path.exists():
             progress(f"generating synthetic {survey.name} population (seed {cfg.seed})")
             path = survey.synthesize(out, cfg.subjects or survey.spec.synthetic_subjects, cfg.seed)
     else:
+        assert cfg.path is not None  # DataSection requires a path for source 'file'
         path = Path(cfg.path)
     progress(f"reading {path}")
     table = survey.load(path) if survey.load else read_table(path, plugins.data_formats)

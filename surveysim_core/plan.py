@@ -14,6 +14,7 @@ from surveysim_core.config import RunConfig, validate_options
 from surveysim_core.errors import ConfigError, SurveysimError
 from surveysim_core.plugins import Plugins
 from surveysim_core.prompts import PromptRenderer, default_templates
+from surveysim_core.protocols import Backend
 from surveysim_core.survey import Survey
 from surveysim_core.sweep import variant_configs
 
@@ -200,7 +201,12 @@ def plan_run(config: RunConfig, source: str, plugins: Plugins) -> Plan:
 def backend_systems(backend_cls: type, ref: Any, source: str) -> list[str]:
     """The system kinds a run evaluates: ``backend.systems``, each one the backend declares
     (its ``system_kinds``), or all of them when the key is not given."""
-    declared = list(getattr(backend_cls, "system_kinds", ()))
+    declared = getattr(backend_cls, "system_kinds", None)
+    if declared is None:
+        # an options-only stand-in (``surveysim validate`` imports no backend), or a backend
+        # written before system kinds: the base class's kinds, and names it cannot check
+        return list(Backend.system_kinds) if ref.systems is None else list(ref.systems)
+    declared = list(declared)
     if not declared:
         raise ConfigError(f"{source}: backend.name: backend {ref.name!r} declares no system kinds")
     wanted = declared if ref.systems is None else list(ref.systems)

@@ -1,6 +1,9 @@
 """Plugin manager: loads plugins from the ``surveysim`` entry-point group and collects registries.
 
 Built-in plugins are ordinary plugins found through the same entry points as third-party ones.
+A plugin registers an object by name, usually as a lazy ``"module:attr"`` path, and may declare
+its options model beside it (``register(name, "pkg.heavy:Thing", options="pkg.options:Model")``)
+so that validating a configuration and listing options never import the heavy module.
 ``SURVEYSIM_LOAD_PLUGINS=a,b`` loads only the named plugins; ``SURVEYSIM_BLOCK_PLUGINS=a,b``
 blocks the named ones.
 """
@@ -10,6 +13,7 @@ from __future__ import annotations
 import importlib
 import os
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
@@ -40,6 +44,34 @@ REGISTRY_HOOKS = {
 TEXT_REGISTRIES = {"templates"}
 
 
+class _Undeclared:
+    """The ``options`` of a registration that did not declare them (read from the object)."""
+
+    def __repr__(self) -> str:
+        return "UNDECLARED"
+
+
+UNDECLARED: Any = _Undeclared()
+
+
+def _import_path(path: str, plugin: str, name: str) -> Any:
+    """The object at ``"module:attr.attr"``; a missing module or attribute names the plugin."""
+    module_name, _, attribute = path.partition(":")
+    try:
+        obj = importlib.import_module(module_name)
+        for part in attribute.split(".") if attribute else []:
+            obj = getattr(obj, part)
+    except ImportError as exc:
+        raise PluginError(
+            f"plugin {plugin!r}: {name!r} needs {exc.name or module_name!r},"
+            f" which is not installed ({exc}). Install the plugin's dependencies,"
+            f" e.g. pip install -e plugins/<the plugin folder>"
+        ) from exc
+    except AttributeError as exc:
+        raise PluginError(f"plugin {plugin!r}: {name!r} points at {path!r}: {exc}") from exc
+    return obj
+
+
 @dataclass
 class Entry:
     """One registered object, with the plugin that registered it."""
@@ -48,31 +80,48 @@ class Entry:
     target: Any
     plugin: str
     lazy: bool = True  # whether a string target is a "module:attr" path to import
+    #: the options model: a "module:attr" path or a class, None for "takes no options", or
+    #: UNDECLARED (read ``Options`` from the object itself)
+    options: Any = UNDECLARED
     _resolved: Any = field(default=None, repr=False)
+
+    @property
+    def loaded(self) -> bool:
+        return self._resolved is not None or not (isinstance(self.target, str) and self.lazy)
 
     def load(self) -> Any:
         """Return the object, importing it first if it was registered as ``"module:attr"``."""
         if self._resolved is None:
             target = self.target
             if isinstance(target, str) and self.lazy:
-                module_name, _, attribute = target.partition(":")
-                try:
-                    obj = importlib.import_module(module_name)
-                    for part in attribute.split(".") if attribute else []:
-                        obj = getattr(obj, part)
-                except ImportError as exc:
-                    raise PluginError(
-                        f"plugin {self.plugin!r}: {self.name!r} needs {exc.name or module_name!r},"
-                        f" which is not installed ({exc}). Install the plugin's dependencies,"
-                        f" e.g. pip install -e plugins/<the plugin folder>"
-                    ) from exc
-                except AttributeError as exc:
-                    raise PluginError(
-                        f"plugin {self.plugin!r}: {self.name!r} points at {target!r}: {exc}"
-                    ) from exc
-                target = obj
+                target = _import_path(target, self.plugin, self.name)
             self._resolved = target
         return self._resolved
+
+    def options_model(self) -> Any:
+        """The object's pydantic options model (or None), importing as little as it can."""
+        if self.options is UNDECLARED:
+            return getattr(self.load(), "Options", None)
+        if isinstance(self.options, str):
+            return _import_path(self.options, self.plugin, self.name)
+        return self.options
+
+    def stand_in(self) -> Any:
+        """A class that carries only ``Options``: what validating a configuration needs.
+
+        Built from the declared options model, so that the object's own module (and torch or
+        scikit-learn behind it) is not imported. Its instances do nothing.
+        """
+        doc = f"Options-only stand-in for {self.target} (plugin {self.plugin})."
+        return type(
+            self.name,
+            (),
+            {"Options": self.options_model(), "__doc__": doc, "__init__": _ignore_arguments},
+        )
+
+
+def _ignore_arguments(self: Any, *args: Any, **kwargs: Any) -> None:
+    """The constructor of a stand-in: validation builds plugin objects and never uses them."""
 
 
 class Registry:
@@ -81,8 +130,10 @@ class Registry:
     def __init__(self, kind: str):
         self.kind = kind
         self._entries: dict[str, Entry] = {}
+        #: when set, ``get`` returns a stand-in for an object whose options are declared
+        self.options_only = False
 
-    def add(self, name: str, target: Any, plugin: str) -> None:
+    def add(self, name: str, target: Any, plugin: str, options: Any = UNDECLARED) -> None:
         if not isinstance(name, str) or not name:
             raise PluginError(f"plugin {plugin!r} registered a {self.kind} entry with no name")
         if name in self._entries:
@@ -91,7 +142,9 @@ class Registry:
                 f"{self.kind} {name!r} is registered by two plugins: {other!r} and {plugin!r};"
                 f" block one with SURVEYSIM_BLOCK_PLUGINS={plugin}"
             )
-        self._entries[name] = Entry(name, target, plugin, lazy=self.kind not in TEXT_REGISTRIES)
+        self._entries[name] = Entry(
+            name, target, plugin, lazy=self.kind not in TEXT_REGISTRIES, options=options
+        )
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries
@@ -116,7 +169,14 @@ class Registry:
 
     def get(self, name: str, where: str = "") -> Any:
         """The object registered as ``name``; ``where`` names the config field for errors."""
-        return self.entry(name, where).load()
+        entry = self.entry(name, where)
+        if self.options_only and entry.options is not UNDECLARED and not entry.loaded:
+            return entry.stand_in()
+        return entry.load()
+
+    def entries(self) -> list[Entry]:
+        """Every entry, by name; nothing is imported."""
+        return [self._entries[name] for name in self]
 
 
 @dataclass
@@ -140,6 +200,7 @@ class Plugins:
         self.pm.add_hookspecs(hookspecs)
         self.versions: dict[str, str] = {}
         self._registries: dict[str, Registry] = {}
+        self._options_only = False
         if load_entry_points:
             self.load_entry_points()
 
@@ -213,11 +274,48 @@ class Plugins:
             registry = Registry(kind)
 
             def make_args(plugin_name: str) -> dict[str, Any]:
-                return {"register": lambda name, obj: registry.add(name, obj, plugin_name)}
+                def register(name: str, obj: Any, options: Any = UNDECLARED) -> None:
+                    registry.add(name, obj, plugin_name, options)
+
+                return {"register": register}
 
             self._call_each(REGISTRY_HOOKS[kind], make_args)
+            registry.options_only = self._options_only
             self._registries[kind] = registry
         return self._registries[kind]
+
+    @contextmanager
+    def options_only(self) -> Iterator[Plugins]:
+        """Within this block, registries hand out options-only stand-ins (see ``Entry.stand_in``)
+        for objects whose plugin declared their options: validation without heavy imports."""
+        self._options_only = True
+        for registry in self._registries.values():
+            registry.options_only = True
+        try:
+            yield self
+        finally:
+            self._options_only = False
+            for registry in self._registries.values():
+                registry.options_only = False
+
+    def registrations(self) -> dict[str, dict[str, list[str]]]:
+        """Plugin name -> registry kind -> the names it registered; imports no registered object."""
+        out: dict[str, dict[str, list[str]]] = {}
+        for kind in REGISTRY_HOOKS:
+            for entry in self.registry(kind).entries():
+                out.setdefault(entry.plugin, {}).setdefault(kind, []).append(entry.name)
+        return out
+
+    def find(self, name: str) -> list[tuple[str, Entry]]:
+        """``(kind, entry)`` for every registry that holds ``name`` (``KIND:NAME`` picks one)."""
+        kind, _, bare = name.rpartition(":")
+        kinds = [kind] if kind else list(REGISTRY_HOOKS)
+        unknown = [k for k in kinds if k not in REGISTRY_HOOKS]
+        if unknown:
+            raise PluginError(
+                f"unknown registry {unknown[0]!r}; known: {', '.join(REGISTRY_HOOKS)}"
+            )
+        return [(k, self.registry(k).entry(bare)) for k in kinds if bare in self.registry(k)]
 
     def __getattr__(self, kind: str) -> Registry:
         if kind in REGISTRY_HOOKS:

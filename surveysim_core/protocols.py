@@ -84,7 +84,14 @@ class Metric:
     #: whether the run summary shows this metric
     summary: ClassVar[bool] = False
 
+    #: whether :meth:`point` scores point predictions (e.g. the ``expected`` readout, E[a])
+    scores_points: ClassVar[bool] = False
+
     def __call__(self, human: np.ndarray, model: AnswerDistribution, answer: AnswerType) -> float:
+        raise NotImplementedError
+
+    def point(self, human: np.ndarray, predicted: np.ndarray, answer: AnswerType) -> float:
+        """The metric of point predictions (one number per item, NaN = none); optional."""
         raise NotImplementedError
 
 
@@ -221,6 +228,9 @@ class Decoder:
     """Draws answers from a model: sampling, or an exact answer distribution."""
 
     Options: ClassVar[type[BaseModel] | None] = None
+    #: whether :meth:`decode` returns exact distributions (then all temperatures cost one pass,
+    #: and the run also scores the calibrated readout)
+    exact: ClassVar[bool] = False
 
     def __init__(self, options: BaseModel | None = None):
         self.options = options
@@ -258,6 +268,9 @@ class SystemResult:
     system: str
     settings: dict[str, Any]
     answers: list[SystemAnswers]
+    #: the temperature chosen on the validation split (its answers are among ``answers``),
+    #: scored as the ``calibrated`` readout
+    calibrated_temperature: float | None = None
 
 
 class System(Protocol):

@@ -28,11 +28,19 @@ from surveysim_core.evaluate import SCORED_COLUMNS, SETTINGS_COLUMNS, Scored, ru
 from surveysim_core.items import build_items, examples, load_data, parse_with, render_prompts
 from surveysim_core.plan import Plan, plan_run
 from surveysim_core.plugins import Plugins
+from surveysim_core.preflight import preflight
 from surveysim_core.protocols import Example, ItemSet, Progress
 from surveysim_core.report import write_report
-from surveysim_core.rundir import RunDir, choose_run_dir, config_hash, stderr_progress
+from surveysim_core.rundir import (
+    RunDir,
+    choose_run_dir,
+    config_hash,
+    is_main_process,
+    stderr_progress,
+)
 from surveysim_core.scoring import floor_rows
 from surveysim_core.split import split_by_subject
+from surveysim_core.summary import write_summary
 from surveysim_core.survey import Survey
 from surveysim_core.systems import build_systems
 
@@ -86,6 +94,7 @@ def execute(
     started = time.time()
     timings: dict[str, float] = {}
     plan = plan_run(config, source, plugins)
+    preflight(plan)
     rd = open_run_dir(config, resume, run_dir, progress)
 
     tick = time.time()
@@ -121,9 +130,11 @@ def open_run_dir(
 ) -> RunDir:
     """The run directory: a new one, or the one to resume (same configuration only)."""
     path = choose_run_dir(config, resume, run_dir)
-    if path.exists() and (path / "config.hash").exists() and not resume:
+    main = is_main_process()
+    # the main process checks: in a launch the others see the config.hash it has just written
+    if main and path.exists() and (path / "config.hash").exists() and not resume:
         raise ConfigError(f"{path}: a run is already there; add --resume to continue it")
-    if path.exists() and (path / "config.hash").exists():
+    if main and path.exists() and (path / "config.hash").exists():
         old = (path / "config.hash").read_text().strip()
         if old != config_hash(config):
             raise ConfigError(
@@ -132,7 +143,7 @@ def open_run_dir(
                 " the adapters, answers and baseline predictions these changes leave alone"
             )
         progress(f"resuming {path}")
-    elif resume and run_dir is None:
+    elif main and resume and run_dir is None:
         latest = _latest_run(Path(config.output.dir))
         if latest is not None:
             progress(
@@ -243,6 +254,7 @@ def finish(run: Run, rd: RunDir, plugins: Plugins, progress: Progress) -> None:
         except SurveysimError as exc:
             progress(f"warning: {exc}")
         write_report(run)
+    write_summary(run)
     status = {"finished": True, "timings_s": run.timings, "cache": run.cache}
     rd.write_text("status.json", json.dumps(status, indent=2))
     latest = run.dir.parent / "latest"

@@ -12,7 +12,6 @@ from pathlib import Path
 import pandas as pd
 
 from surveysim_core.config import RunConfig
-from surveysim_core.errors import ConfigError
 
 
 def stderr_progress(message: str) -> None:
@@ -31,7 +30,14 @@ def choose_run_dir(config: RunConfig, resume: bool, run_dir: str | None) -> Path
     if run_dir:
         return Path(run_dir)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise ConfigError("several processes must share one run directory: give --run-dir")
+        from surveysim_core.launch import agree_on_run_dir
+
+        # the main process chooses, the others follow (a handshake file per launch)
+        return agree_on_run_dir(config_hash(config), lambda: _new_or_resumed(config, resume))
+    return _new_or_resumed(config, resume)
+
+
+def _new_or_resumed(config: RunConfig, resume: bool) -> Path:
     base = Path(config.output.dir)
     digest = config_hash(config)
     if resume and base.exists():

@@ -14,8 +14,18 @@ from surveysim_core.answers import AnswerDistribution, AnswerType
 from surveysim_core.protocols import Metric
 
 METRIC_COLUMNS = [
-    "system", "setting", "question", "temperature", "segment", "metric", "value", "sd", "n",
+    "system", "setting", "readout", "question", "temperature", "segment", "metric", "value",
+    "sd", "n",
 ]  # fmt: skip
+
+#: How a system's answers are read out (the ``readout`` column):
+#: ``answer``: a baseline's answers as it gives them; ``greedy``: the most likely answer (t = 0);
+#: ``sample``: the answer distribution at temperature t (metrics of sampled answers, exactly in
+#: expectation for an exact decoder); ``expected``: the point prediction E[a] of the distribution
+#: at t (point metrics only: rmse, pearson); ``calibrated``: the distribution at the temperature
+#: with the lowest NLL on the validation split; ``distribution``: a null model's exact
+#: distribution (floors).
+READOUTS = ("answer", "greedy", "sample", "expected", "calibrated", "distribution")
 
 
 def segment_masks(
@@ -45,8 +55,14 @@ def score_system(
     answer_types: Mapping[str, AnswerType],
     metrics: Mapping[str, Metric],
     segments: Iterable[str],
+    readout: str = "answer",
+    points: np.ndarray | None = None,
 ) -> list[dict[str, Any]]:
-    """Metric rows for one system's answers to the test items (aligned with ``items``)."""
+    """Metric rows for one system's answers to the test items (aligned with ``items``).
+
+    With ``points`` (one point prediction per item, e.g. E[a]), only metrics that score points
+    are computed, from the points; ``distribution`` then only says which items have answers.
+    """
     rows = []
     human_all = items["answer"].to_numpy(float)
     segs = list(segment_masks(items, respondents, segments))
@@ -63,15 +79,22 @@ def score_system(
             for name, metric in metrics.items():
                 if not applicable(metric, answer, distribution.exact):
                     continue
+                if points is not None:
+                    if not metric.scores_points:
+                        continue
+                    value = metric.point(human, points[mask], answer)
+                else:
+                    value = metric(human, model, answer)
                 rows.append(
                     {
                         "system": system,
                         "setting": setting,
+                        "readout": readout,
                         "question": qid,
                         "temperature": np.nan if temperature is None else float(temperature),
                         "segment": seg_name,
                         "metric": name,
-                        "value": metric(human, model, answer),
+                        "value": value,
                         "sd": np.nan,
                         "n": int(mask.sum()),
                     }
@@ -100,8 +123,10 @@ def floor_rows(
     rows: list[dict[str, Any]] = []
 
     def row(system, qid, name, value, sd, n):
+        readout = "sample" if system == "floor:split_half" else "distribution"
         return {
-            "system": system, "setting": "", "question": qid, "temperature": np.nan,
+            "system": system, "setting": "", "readout": readout, "question": qid,
+            "temperature": np.nan,
             "segment": "all", "metric": name, "value": value, "sd": sd, "n": n,
         }  # fmt: skip
 
@@ -140,6 +165,85 @@ def floor_rows(
     return rows
 
 
+def points_of(
+    distribution: AnswerDistribution, items: pd.DataFrame, answer_types: Mapping[str, AnswerType]
+) -> np.ndarray:
+    """E[a] per item (each question on its own answer set): the ``expected`` readout."""
+    points = np.full(len(items), np.nan)
+    for qid, answer in answer_types.items():
+        mask = (items["question"] == qid).to_numpy()
+        if mask.any():
+            points[mask] = distribution.subset(mask).expected(answer)
+    return points
+
+
+def mean_nll(
+    distribution: AnswerDistribution, items: pd.DataFrame, answer_types: Mapping[str, AnswerType]
+) -> float:
+    """Mean negative log-probability of the true answers (items with probability 0 count as
+    log(1e-300)), pooled over questions."""
+    total, n = 0.0, 0
+    for qid, answer in answer_types.items():
+        mask = (items["question"] == qid).to_numpy()
+        if not mask.any():
+            continue
+        idx = answer.index_of(items.loc[mask, "answer"].to_numpy(float))
+        probs = distribution.probs[mask][:, : len(answer.support)]
+        p = probs[np.arange(len(idx)), np.maximum(idx, 0)] * (idx >= 0)
+        total += float(-np.sum(np.log(np.maximum(p, 1e-300))))
+        n += len(idx)
+    return total / n if n else float("nan")
+
+
+def calibrated_temperature(
+    distributions: Mapping[float, AnswerDistribution],
+    items: pd.DataFrame,
+    answer_types: Mapping[str, AnswerType],
+) -> float | None:
+    """The temperature (> 0) whose exact distributions give the validation items the lowest
+    mean NLL, or None when there is none to choose from."""
+    scored = [
+        (mean_nll(d, items, answer_types), t)
+        for t, d in distributions.items()
+        if t > 0 and d.exact and len(d)
+    ]
+    scored = [(nll, t) for nll, t in scored if np.isfinite(nll)]
+    return min(scored)[1] if scored else None
+
+
+def readout_rows(
+    system: str,
+    setting: str,
+    items: pd.DataFrame,
+    respondents: pd.DataFrame,
+    distributions: Mapping[float, AnswerDistribution],
+    answer_types: Mapping[str, AnswerType],
+    metrics: Mapping[str, Metric],
+    segments: Iterable[str],
+    calibrated: float | None = None,
+) -> list[dict[str, Any]]:
+    """Every readout of a language-model system's answers at each temperature: ``greedy``
+    (t = 0) or ``sample`` rows, ``expected`` (E[a]) rows for exact distributions at t > 0, and
+    ``calibrated`` rows at the temperature chosen on validation (with its ``expected`` rows when
+    that temperature is not among the others)."""
+    rows: list[dict[str, Any]] = []
+
+    def score(t, dist, readout, points=None):
+        rows.extend(
+            score_system(system, setting, t, items, respondents, dist, answer_types, metrics,
+                         segments, readout=readout, points=points)
+        )  # fmt: skip
+
+    for t, dist in distributions.items():
+        score(t, dist, "greedy" if t == 0 else "sample")
+        if dist.exact and t > 0:
+            score(t, dist, "expected", points_of(dist, items, answer_types))
+    if calibrated is not None and calibrated in distributions:
+        dist = distributions[calibrated]
+        score(calibrated, dist, "calibrated")
+    return rows
+
+
 def __getattr__(name: str) -> Any:
     # SUMMARY_METRICS was the core's hard-coded list of summary metrics and their directions;
     # metrics now carry both (``Metric.summary``, ``Metric.lower_is_better``)
@@ -153,7 +257,10 @@ def __getattr__(name: str) -> Any:
             DeprecationWarning,
             stacklevel=2,
         )
-        return {"kl": True, "rmse": True, "accuracy": False, "nll": True, "success_rate": False}
+        return {
+            "kl": True, "rmse": True, "pearson": False, "accuracy": False, "nll": True,
+            "success_rate": False,
+        }  # fmt: skip
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -193,12 +300,19 @@ def summary_table(
     lines = []
     for qid in overall["question"].unique():
         q = overall[overall["question"] == qid]
+        if "readout" not in q:
+            q = q.assign(readout="")
         wide = (
-            q.assign(temperature=q["temperature"].fillna(-1.0), setting=q["setting"].fillna(""))
-            .pivot_table(index=["system", "setting", "temperature"], columns="metric",
+            q.assign(temperature=q["temperature"].fillna(-1.0), setting=q["setting"].fillna(""),
+                     readout=q["readout"].fillna(""))
+            .pivot_table(index=["system", "setting", "readout", "temperature"], columns="metric",
                          values="value", aggfunc="first", sort=False)
             .reset_index()
         )  # fmt: skip
+        shown_readout = wide["readout"].isin(["greedy", "sample", "expected", "calibrated"])
+        wide["system"] = wide["system"].where(
+            ~shown_readout, wide["system"] + " [" + wide["readout"] + "]"
+        )
         wide["temperature"] = wide["temperature"].where(wide["temperature"] >= 0)
         shown_names = [n for n in names if n in wide.columns and wide[n].notna().any()]
         shown = []

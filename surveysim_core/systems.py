@@ -9,7 +9,8 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from surveysim_core.protocols import (
     SystemAnswers,
     SystemResult,
 )
+from surveysim_core.scoring import calibrated_temperature
 
 
 def stack_distributions(
@@ -150,12 +152,15 @@ class LanguageModelSystem:
         }
 
     def run(self, train: ItemSet, val: ItemSet, test: ItemSet) -> SystemResult:
-        """Answers at every temperature: from the cache where there, else from the model
-        (with the adapter from the cache where there, else trained)."""
+        """Answers at every temperature (and at the calibrated one): from the cache where
+        there, else from the model (with the adapter from the cache where there, else
+        trained). The model is loaded only when something is missing."""
         cfg = self.variant.config
         temperatures = list(cfg.decoding.temperatures)
         model_settings = {k: v for k, v in self.settings.items() if k != "decoding"}
-        decoding = {k: v for k, v in self.settings["decoding"].items() if k != "temperatures"}
+        # what answers at one temperature depend on (not which temperatures, not calibration)
+        ignored = {"temperatures", "calibrate", "calibration_grid"}
+        decoding = {k: v for k, v in self.settings["decoding"].items() if k not in ignored}
         survey = survey_fingerprint(self.plan)
         cls = self.variant.backend[0]
         self.learns = cls.trains(self.kind) if hasattr(cls, "trains") else self.kind != "zero_shot"
@@ -168,6 +173,17 @@ class LanguageModelSystem:
             if self.learns
             else digest("pre-trained", model_settings)
         )  # fmt: skip
+        loaded: list[Any] = []
+
+        def model() -> Any:
+            if not loaded:
+                adapter = self._adapter(train, val, adapter_key)
+                loaded.append(self.backend.load(adapter))
+            return loaded[0]
+
+        t_cal = self._calibrated_temperature(model, val, adapter_key, decoding, survey)
+        if t_cal is not None and t_cal not in temperatures:
+            temperatures.append(t_cal)
         answer_keys = {
             t: digest("lm-answers", adapter_key, decoding, items_fingerprint(test, True), t)
             for t in temperatures
@@ -182,17 +198,46 @@ class LanguageModelSystem:
                 self.cache.reused.append(f"{self.name}: answers at t={sorted(found)}")
         missing = [t for t in temperatures if t not in found]
         if missing:
-            adapter = self._adapter(train, val, adapter_key)
             tick = time.time()
-            model = self.backend.load(adapter)
-            for t, answers in self._decode(model, test, missing).items():
+            for t, answers in self._decode(model(), test, missing).items():
                 found[t] = answers
                 if self.cache is not None:
                     self.cache.put_answers("answers", answer_keys[t], [answers])
             if self.cache is not None:
                 self.cache.computed.append(f"{self.name}: answers at t={missing}")
             self.timings["answer"] = time.time() - tick
-        return SystemResult(self.name, self.settings, [found[t] for t in temperatures])
+        params = {"calibrated_temperature": t_cal} if t_cal is not None else {}
+        answers = [replace(found[t], params=params) for t in temperatures]
+        return SystemResult(self.name, self.settings, answers, calibrated_temperature=t_cal)
+
+    def _calibrated_temperature(
+        self, model: Callable[[], Any], val: ItemSet, adapter_key: str, decoding: dict, survey: str
+    ) -> float | None:
+        """The temperature of ``calibration_grid`` with the lowest NLL on the validation split
+        (never on the test split), with an exact decoder; None when not asked for."""
+        cfg = self.variant.config.decoding
+        if not (cfg.calibrate and getattr(self.variant.decoder, "exact", False) and len(val)):
+            return None
+        grid = list(cfg.calibration_grid)
+        key = digest("calibration", adapter_key, decoding, items_fingerprint(val, True), grid)
+        cached = self.cache.get_value("calibration", key) if self.cache is not None else None
+        if cached is not None:
+            t_cal = cached["temperature"]
+            self.cache.reused.append(f"{self.name}: calibrated temperature")  # type: ignore[union-attr]
+        else:
+            self.progress(
+                f"{self.name}: calibrating the temperature on {len(val)} validation answers"
+            )
+            decoded = self._decode(model(), val, grid)
+            t_cal = calibrated_temperature(
+                {t: a.distribution for t, a in decoded.items()}, val.items, self.plan.answer_types
+            )
+            if self.cache is not None:
+                self.cache.put_value("calibration", key, {"temperature": t_cal})
+                self.cache.computed.append(f"{self.name}: calibrated temperature")
+        if t_cal is not None:
+            self.progress(f"{self.name}: calibrated temperature {t_cal:g} (lowest validation NLL)")
+        return t_cal
 
     def _adapter(self, train: ItemSet, val: ItemSet, key: str) -> Path | None:
         """The adapter this kind answers with: from the cache, or from the backend."""

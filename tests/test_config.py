@@ -137,6 +137,7 @@ def test_valid_plan_resolves_plugins(tmp_path, plugins):
     assert set(p.metrics) == {
         "kl",
         "rmse",
+        "pearson",
         "success_rate",
         "wasserstein",
         "representativeness",
@@ -261,7 +262,7 @@ def test_cli_validate_bad_file(tmp_path, runner, cli):
     assert result.exit_code == 0, result.output
 
 
-def test_cli_entry_point_reports_config_errors_with_exit_code_2(tmp_path):
+def test_cli_entry_point_reports_config_errors_with_exit_code_3(tmp_path):
     path = write_config(tmp_path, {**BASE, "split": {"trian": 0.8}})
     proc = subprocess.run(
         [
@@ -275,7 +276,7 @@ def test_cli_entry_point_reports_config_errors_with_exit_code_2(tmp_path):
         text=True,
         timeout=60,
     )
-    assert proc.returncode == 2
+    assert proc.returncode == 3  # a configuration error (docs/user-guide.md, "Exit codes")
     assert proc.stderr.startswith("Error: ")
     assert f"{path}: split.trian: unknown key" in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -19,7 +19,7 @@ from surveysim_core.protocols import Progress
 from surveysim_core.run import execute
 
 REPO = Path(__file__).resolve().parents[1]
-TIDY = ["system", "setting", "question", "temperature", "segment", "metric", "value"]
+TIDY = ["system", "setting", "readout", "question", "temperature", "segment", "metric", "value"]
 QUIET = Progress(lambda message: None)
 
 
@@ -276,7 +276,7 @@ def test_evshift_config_through_the_cli(tmp_path, runner, cli):
         assert text in out
     header = next(line for line in out.splitlines() if line.strip().startswith("system"))
     # nll is shown because the exact null models (floors) have it
-    assert header.split() == ["system", "t", "kl", "rmse", "nll", "success_rate"]
+    assert header.split() == ["system", "t", "kl", "rmse", "pearson", "nll", "success_rate"]
     assert f"Results: {tmp_path}" in out
     run_dirs = [p for p in tmp_path.iterdir() if p.is_dir() and not p.is_symlink()]
     assert len(run_dirs) == 1

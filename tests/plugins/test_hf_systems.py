@@ -51,8 +51,11 @@ def test_hf_declares_its_kinds_and_a_training_sweep_shares_zero_shot(
     assert options["model"] == str(folder) and "lora_r" not in options
     # exact answers: each test item's probabilities over 1..5 are a distribution
     rows = run.metrics[(run.metrics["system"] == "zero_shot") & (run.metrics["segment"] == "all")]
-    nll = rows.loc[rows["metric"] == "nll", "value"]
+    sample = rows[(rows["readout"] == "sample") & (rows["temperature"] == 1.0)]
+    nll = sample.loc[sample["metric"] == "nll", "value"]
     assert len(nll) == 1 and np.isfinite(nll.iloc[0]) and nll.iloc[0] > 0
+    # exact answers are also read out as E[a], and at the temperature chosen on validation
+    assert {"sample", "expected", "calibrated"} <= set(rows["readout"])
     assert not (run.dir / "adapter").exists()  # nothing trained
 
 

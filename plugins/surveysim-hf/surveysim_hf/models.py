@@ -62,6 +62,59 @@ def gguf_path(name: str) -> Path:
     )
 
 
+_TRUE = {"1", "on", "yes", "true"}
+
+
+def hub_offline() -> bool:
+    """Whether Hugging Face downloads are switched off (``HF_HUB_OFFLINE``/``TRANSFORMERS_OFFLINE``)."""
+    return any(
+        os.environ.get(var, "").strip().lower() in _TRUE
+        for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
+
+
+def _looks_like_path(name: str) -> bool:
+    """A local folder rather than a hub id ("org/name" or "name")."""
+    return (
+        name.startswith((".", "/", "~"))
+        or "\\" in name
+        or name.count("/") > 1
+        or Path(name).expanduser().exists()
+    )
+
+
+def check_available(name: str) -> None:
+    """Raise :class:`ModelNotAvailable` if ``name`` surely cannot be loaded; no network is used.
+
+    A built-in short name needs its carrying package (or the converted cache), a local folder
+    must exist and hold ``config.json``, and a hub id must be in the local Hugging Face cache
+    while downloads are switched off. An uncached hub id online is accepted: the run downloads it.
+    """
+    if name in GGUF_MODELS:
+        if not (cache_root() / name / "config.json").is_file():
+            gguf_path(name)
+        return
+    if _looks_like_path(name):
+        folder = Path(name).expanduser()
+        if not folder.is_dir():
+            raise ModelNotAvailable(f"model {name!r}: no such folder ({folder.resolve()})")
+        if not (folder / "config.json").is_file():
+            raise ModelNotAvailable(
+                f"model {name!r}: the folder has no config.json, so it is not a Hugging Face model"
+            )
+        return
+    if hub_offline():
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(name, "config.json"), str):
+            raise ModelNotAvailable(
+                f"model {name!r} is not in the local Hugging Face cache and downloads are off"
+                f" (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE is set). Download it first"
+                f" (huggingface-cli download {name}) or use a local folder or"
+                f" {', '.join(map(repr, GGUF_MODELS))}."
+            )
+
+
 @dataclass
 class ResolvedModel:
     """Arguments for ``from_pretrained`` and what it took to get them."""

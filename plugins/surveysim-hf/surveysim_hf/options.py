@@ -104,3 +104,13 @@ class HFOptions(BaseModel):
         None, ge=1, description="CPU threads per process (default: cores / local processes)."
     )
     progress_bars: bool = Field(True, description="Show tqdm progress bars on stderr.")
+
+    def preflight(self) -> None:
+        """Checks beyond the options' types, run by ``surveysim validate`` and before a run:
+        the model can be found (without network)."""
+        from surveysim_hf.models import ModelNotAvailable, check_available
+
+        try:
+            check_available(self.model)
+        except ModelNotAvailable as exc:
+            raise ValueError(str(exc)) from exc

@@ -8,9 +8,9 @@ from surveysim_core import hookimpl
 
 @hookimpl
 def register_backends(register):
-    register("hf", "surveysim_hf.backend:HFBackend")
+    register("hf", "surveysim_hf.backend:HFBackend", options="surveysim_hf.options:HFOptions")
 
 
 @hookimpl
 def register_losses(register):
-    register("cross_entropy", "surveysim_hf.losses:CrossEntropyLoss")
+    register("cross_entropy", "surveysim_hf.losses:CrossEntropyLoss", options=None)

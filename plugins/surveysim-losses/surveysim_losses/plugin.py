@@ -8,7 +8,13 @@ from surveysim_core import hookimpl
 
 @hookimpl
 def register_losses(register):
-    register("numeric_penalty", "surveysim_losses.numeric:NumericPenaltyLoss")
     register(
-        "numeric_penalty_multitoken", "surveysim_losses.multitoken:MultiTokenNumericPenaltyLoss"
+        "numeric_penalty",
+        "surveysim_losses.numeric:NumericPenaltyLoss",
+        options="surveysim_losses.options:NumericPenaltyOptions",
+    )
+    register(
+        "numeric_penalty_multitoken",
+        "surveysim_losses.multitoken:MultiTokenNumericPenaltyLoss",
+        options="surveysim_losses.options:MultiTokenNumericPenaltyOptions",
     )

@@ -6,12 +6,19 @@ from typing import Any
 
 from surveysim_core import hookimpl
 
+# the options models live in a light module, so validating a config imports no scikit-learn
+_GRIDS = "surveysim_sklearn.grids"
+
 
 @hookimpl
 def register_baselines(register):
     """SVR and CatBoost baselines, imported only when a run uses them."""
-    register("svr", "surveysim_sklearn.svr:SVRBaseline")
-    register("catboost", "surveysim_sklearn.catboost_baseline:CatBoostBaseline")
+    register("svr", "surveysim_sklearn.svr:SVRBaseline", options=f"{_GRIDS}:SVROptions")
+    register(
+        "catboost",
+        "surveysim_sklearn.catboost_baseline:CatBoostBaseline",
+        options=f"{_GRIDS}:CatBoostOptions",
+    )
 
 
 @hookimpl

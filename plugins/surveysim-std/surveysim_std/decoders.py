@@ -28,6 +28,8 @@ class SampleDecoder(Decoder):
 
 
 class ExactDecoder(Decoder):
+    exact = True
+
     def decode(self, model, prompts, answer, parse, temperatures, max_new_tokens, seed):
         if not hasattr(model, "answer_distribution"):
             raise PluginError(

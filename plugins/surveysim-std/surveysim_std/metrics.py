@@ -23,7 +23,11 @@ Choices the paper leaves open, fixed here:
   answer values, divided by the largest possible distance (``max - min``), so it lies in [0, 1];
   representativeness is ``1 - WD/WDmax`` as OpinionQA reports it.
 * **RMSE** for an exact distribution is the root of the expected squared error given a valid
-  answer: ``sqrt(sum_i sum_a P_ia (a - y_i)^2 / sum_i sum_a P_ia)``.
+  answer: ``sqrt(sum_i sum_a P_ia (a - y_i)^2 / sum_i sum_a P_ia)`` (the RMSE of sampled
+  answers, in expectation). For a point prediction (the ``expected`` readout, E[a]) it is the
+  plain RMSE of the points.
+* **Pearson** is the correlation of the point prediction (E[a] given a valid answer, for a
+  distribution) with the true answers.
 """
 
 from __future__ import annotations
@@ -95,6 +99,44 @@ class RMSE(Metric):
         if mass <= 0:
             return float("nan")
         return float(np.sqrt(np.sum(model.probs * squared) / mass))
+
+    scores_points = True
+
+    def point(self, human, predicted, answer: AnswerType) -> float:
+        error = np.asarray(predicted, float) - np.asarray(human, float)
+        error = error[np.isfinite(error)]
+        return float(np.sqrt(np.mean(error**2))) if len(error) else float("nan")
+
+
+class Pearson(Metric):
+    """Correlation of the system's point prediction with each respondent's true answer: does it
+    tell who answers high from who answers low? For a distribution the point prediction is
+    E[a] given a valid answer (a one-hot row's answer itself); items without one are left out.
+    NaN when either side is constant (e.g. a model that gives everyone the same answer)."""
+
+    name = "pearson"
+    level = "individual"
+    needs_order = True
+    lower_is_better = False
+    summary = True
+    scores_points = True
+
+    def __call__(self, human, model: AnswerDistribution, answer: AnswerType) -> float:
+        return pearson(model.expected(answer), human)
+
+    def point(self, human, predicted, answer: AnswerType) -> float:
+        return pearson(predicted, human)
+
+
+def pearson(x: np.ndarray, y: np.ndarray) -> float:
+    """Pearson correlation over the pairs where both are finite (NaN when either is constant)."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    ok = np.isfinite(x) & np.isfinite(y)
+    if ok.sum() < 2:
+        return float("nan")
+    x, y = x[ok] - x[ok].mean(), y[ok] - y[ok].mean()
+    denominator = np.sqrt(np.sum(x * x) * np.sum(y * y))
+    return float(np.sum(x * y) / denominator) if denominator > 0 else float("nan")
 
 
 class SuccessRate(Metric):

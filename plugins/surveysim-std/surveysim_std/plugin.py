@@ -27,6 +27,7 @@ def register_metrics(register):
         ("representativeness", "Representativeness"),
         ("accuracy", "Accuracy"),
         ("nll", "NegativeLogLikelihood"),
+        ("pearson", "Pearson"),
     ]:
         register(name, f"{_M}.metrics:{cls}")
 

@@ -1,0 +1,1 @@
+"""Virtual populations and intervention piloting: ``surveysim simulate`` and ``surveysim pilot``."""

@@ -1,0 +1,468 @@
+"""``surveysim simulate``: a virtual population answers survey items and statements.
+
+Everything the configuration names (survey, run directory, population, statements, segments) is
+checked before anything is written; results are written into a hidden folder beside the output
+and renamed into place at the end, so a failure leaves nothing partial.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from surveysim_core.answers import AnswerType
+from surveysim_core.config import DataSection, RunConfig, load_config, validate_options
+from surveysim_core.errors import ConfigError, DataError
+from surveysim_core.plugins import Plugins
+from surveysim_core.protocols import Progress
+from surveysim_pilot import population as pop
+from surveysim_pilot.config import SimulateConfig
+from surveysim_pilot.items import Item, build_items
+
+
+@dataclass
+class SystemChoice:
+    """The backend class, its validated options and the adapter folder (None: zero-shot)."""
+
+    name: str
+    backend: type
+    options: Any
+    adapter: Path | None
+    label: str
+
+
+@dataclass
+class Prepared:
+    """A checked configuration: plan (survey, renderer, answer types), personas and items."""
+
+    config: SimulateConfig
+    source: str
+    plan: Any
+    population: pop.Population
+    items: list[Item]
+    segments: list[str]
+    system: SystemChoice
+    output: Path
+
+
+# -- checking ----------------------------------------------------------------------------------
+def _run_config(run: Path, source: str) -> RunConfig:
+    if not run.is_dir():
+        raise ConfigError(f"{source}: system.run: {run} is not a directory")
+    if not (run / "config.yaml").exists():
+        raise ConfigError(f"{source}: system.run: {run} has no config.yaml; not a run directory")
+    return load_config(run / "config.yaml")
+
+
+def resolve_system(config: SimulateConfig, source: str, plugins: Plugins) -> SystemChoice:
+    """The backend and adapter the configuration names; a run with no trained system is an error."""
+    sys_cfg = config.system
+    adapter = None
+    if sys_cfg.run is not None:
+        run = Path(sys_cfg.run)
+        run_cfg = _run_config(run, source)
+        if run_cfg.survey != config.survey:
+            raise ConfigError(
+                f"{source}: system.run: {run} ran survey {run_cfg.survey!r}, not {config.survey!r}"
+            )
+        if run_cfg.backend is None:
+            raise ConfigError(
+                f"{source}: system.run: {run} has no trained system (its configuration has no"
+                " language-model backend)"
+            )
+        ref = run_cfg.backend
+        opt_source, where = str(run / "config.yaml"), "backend"
+        if sys_cfg.kind == "fine_tuned":
+            adapter = run / "adapter"
+            # safetensors only: PEFT would unpickle an adapter_model.bin
+            needed = ("adapter_config.json", "adapter_model.safetensors")
+            if not all((adapter / name).is_file() for name in needed):
+                raise ConfigError(
+                    f"{source}: system.run: {run} has no trained system ({adapter} holds no"
+                    " adapter_config.json and adapter_model.safetensors: the run did not"
+                    " fine-tune, or has not finished)"
+                )
+        label = f"{sys_cfg.kind} ({run})"
+    else:
+        ref = sys_cfg.backend
+        opt_source, where = source, "system.backend"
+        label = f"zero_shot ({ref.name})"
+    cls = plugins.backends.get(ref.name, where=f"{opt_source}: {where}.name")
+    options = validate_options(cls, ref.options, f"{where}.options", opt_source)
+    return SystemChoice(ref.name, cls, options, adapter, label)
+
+
+def _plan(config: SimulateConfig, source: str, plugins: Plugins):
+    from surveysim_core.run import plan_run
+
+    run_config = RunConfig(survey=config.survey, survey_options=config.survey_options)
+    return plan_run(run_config, source, plugins)
+
+
+def _respondents(
+    config: SimulateConfig, plan, plugins: Plugins, progress: Progress
+) -> pd.DataFrame:
+    """The survey's own respondents: ``data``, else the run's data, else its synthetic ones."""
+    from surveysim_core.run import load_data
+
+    data = config.data
+    run_dir: Path | None = None
+    if data is None and config.system.run is not None:
+        run_dir = Path(config.system.run)
+        data = load_config(run_dir / "config.yaml").data
+    data = data or DataSection()
+    plan = dataclasses.replace(plan, config=plan.config.model_copy(update={"data": data}))
+    if (
+        run_dir is not None
+        and data.source == "synthetic"
+        and (run_dir / "data/responses.csv").exists()
+    ):
+        return load_data(plan, run_dir, plugins, progress).respondents
+    with tempfile.TemporaryDirectory(prefix="surveysim-respondents-") as tmp:
+        return load_data(plan, Path(tmp), plugins, progress).respondents
+
+
+def run_splits(config: SimulateConfig, respondents: pd.DataFrame) -> dict[str, list[str]]:
+    """The run's subject split (``splits.csv``); without a run, every respondent in each split."""
+    everyone = [str(s) for s in respondents.index]
+    path = Path(config.system.run) / "splits.csv" if config.system.run else None
+    if path is None or not path.exists():
+        return {"train": everyone, "val": [], "test": everyone}
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    known = set(everyone)
+    splits: dict[str, list[str]] = {"train": [], "val": [], "test": []}
+    for sid, name in zip(table["subject_id"], table["split"], strict=True):
+        if sid in known:
+            splits.setdefault(name, []).append(sid)
+    return splits
+
+
+def from_sampler(
+    config: SimulateConfig, source: str, spec, plugins: Plugins, respondents: pd.DataFrame
+) -> pop.Population:
+    """Personas drawn by a registered sampler (equal weights)."""
+    ref = config.population.sampler
+    cls = plugins.registry("samplers").get(ref.name, where=f"{source}: population.sampler.name")
+    options = validate_options(cls, ref.options, "population.sampler.options", source)
+    table = cls(options).sample(
+        respondents, run_splits(config, respondents), config.population.seed, spec
+    )
+    where = f"{source}: population.sampler ({ref.name})"
+    return pop.from_table(table, where, config.population.n, config.population.seed)
+
+
+def build_population(
+    config: SimulateConfig,
+    source: str,
+    spec,
+    respondents: Callable[[], pd.DataFrame],
+    plugins: Plugins | None = None,
+) -> pop.Population:
+    """The personas the configuration describes (``respondents`` is called only if needed)."""
+    p = config.population
+    if p.source == "sampler":
+        return from_sampler(config, source, spec, plugins, respondents())
+    if p.source == "respondents":
+        table = respondents()
+        return pop.from_table(table, f"{source}: population (survey respondents)", p.n, p.seed)
+    if p.source == "table":
+        table = pop.read_demographic_table(p.path, spec, extra=("weight",))
+        return pop.from_table(table, p.path, p.n, p.seed)
+    reference = (
+        pop.read_demographic_table(p.reference, spec, extra=("weight",)) if p.reference else None
+    )
+    if p.source == "margins":
+        pop.check_margins(p.margins, spec, f"{source}: population")
+        if reference is None:
+            reference = respondents()
+        missing = [f for f in p.margins if f not in reference.columns]
+        if missing:
+            raise DataError(f"{p.reference}: no column for the margins of {', '.join(missing)}")
+        return pop.from_margins(reference, p.margins, spec, f"{source}: population", p.n, p.seed)
+    cells = pd.read_csv(p.path, dtype=str, keep_default_na=False) if Path(p.path).exists() else None
+    if cells is None:
+        raise DataError(f"{p.path}: no such file")
+    names = [c for c in cells.columns if c != "share"]
+    if reference is None and len([c for c in names if c in spec.demographics]) < len(
+        spec.demographics
+    ):
+        reference = respondents()
+    return pop.from_cross_table(cells, spec, p.path, reference, p.n, p.seed)
+
+
+def check_segments(segments: list[str], spec, population: pop.Population, source: str) -> None:
+    for seg in segments:
+        fld = spec.demographics.get(seg)
+        if fld is None or fld.multi:
+            single = ", ".join(k for k, f in spec.demographics.items() if not f.multi)
+            raise ConfigError(
+                f"{source}: segments: {seg!r} is not a single-choice demographic field of survey"
+                f" {spec.name} ({single})"
+            )
+        if seg not in population.personas.columns:
+            raise ConfigError(f"{source}: segments: the population has no column {seg!r}")
+
+
+def prepare(
+    config: SimulateConfig, source: str, plugins: Plugins, progress: Progress | None = None
+) -> Prepared:
+    """Check everything and build the population and items; writes nothing."""
+    progress = progress or Progress()
+    output = Path(config.output)
+    if output.exists():
+        raise ConfigError(f"{source}: output: {output} already exists; choose a new directory")
+    plan = _plan(config, source, plugins)
+    spec = plan.survey.spec
+    system = resolve_system(config, source, plugins)
+    items = build_items(spec, list(config.questions), config.statements, source)
+    # new statements become context values, so that the survey's template shows their text
+    extra: dict[str, dict[str, str]] = {}
+    for item in items:
+        if item.new:
+            extra.setdefault(item.field, {})[item.statement] = item.text
+    if extra:
+        values = {k: dict(v) for k, v in spec.context_values.items()}
+        for field, texts in extra.items():
+            values.setdefault(field, {}).update(texts)
+        plan.survey = dataclasses.replace(
+            plan.survey, spec=spec.model_copy(update={"context_values": values})
+        )
+    population = build_population(
+        config, source, spec, lambda: _respondents(config, plan, plugins, progress), plugins
+    )
+    check_segments(list(config.segments), spec, population, source)
+    return Prepared(config, source, plan, population, items, list(config.segments), system, output)
+
+
+# -- answering ---------------------------------------------------------------------------------
+def answer(
+    prepared: Prepared, model: Any, progress: Progress | None = None
+) -> dict[str, np.ndarray]:
+    """Exact answer distribution of every persona for every item: ``item id -> (n, K)``.
+
+    Items whose questions share an answer set are asked in one call, so that a backend can share
+    each persona's prefix across them.
+    """
+    from surveysim_core.run import render_prompts
+
+    progress = progress or Progress()
+    if not hasattr(model, "answer_distribution"):
+        raise ConfigError(
+            f"{prepared.source}: system: the backend's model {type(model).__name__} has no exact"
+            " answer_distribution"
+        )
+    plan = prepared.plan
+    personas = prepared.population.personas
+    t = float(prepared.config.system.temperature)
+    groups: dict[tuple, list[Item]] = {}
+    for item in prepared.items:
+        at = plan.answer_types[item.question]
+        groups.setdefault(tuple(at.labels), []).append(item)
+    out: dict[str, np.ndarray] = {}
+    for labels, members in groups.items():
+        frames = []
+        for item in members:
+            frame = pd.DataFrame({"subject_id": list(personas.index), "question": item.question})
+            if item.field:
+                frame[item.field] = item.statement
+            frames.append(frame)
+        rows = pd.concat(frames, ignore_index=True)
+        for col in plan.survey.spec.context_columns:
+            if col not in rows:
+                rows[col] = ""
+        rows[plan.survey.spec.context_columns] = rows[plan.survey.spec.context_columns].fillna("")
+        prompts = render_prompts(plan, rows, personas)
+        progress(
+            f"answering {len(prompts)} prompts ({len(members)} items x {len(personas)} personas)"
+        )
+        probs = np.asarray(model.answer_distribution(prompts, list(labels), [t])[t], dtype=float)
+        if probs.shape != (len(prompts), len(labels)):
+            raise ConfigError(
+                f"{prepared.source}: system: the model returned {probs.shape} probabilities for"
+                f" {len(prompts)} prompts and {len(labels)} answers"
+            )
+        n = len(personas)
+        for k, item in enumerate(members):
+            out[item.id] = probs[k * n : (k + 1) * n]
+    return out
+
+
+def normalised(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows conditioned on a valid answer, and each row's valid mass (0 rows stay 0)."""
+    mass = probs.sum(axis=1)
+    safe = np.where(mass > 0, mass, 1.0)
+    return probs / safe[:, None], mass
+
+
+# -- summaries ---------------------------------------------------------------------------------
+def bootstrap_counts(n: int, draws: int, seed: int) -> np.ndarray:
+    """``(draws, n)``: how often each persona appears in each bootstrap resample of personas."""
+    rng = np.random.default_rng(seed)
+    counts = np.zeros((draws, n))
+    for b in range(draws):
+        counts[b] = np.bincount(rng.integers(0, n, size=n), minlength=n)
+    return counts
+
+
+def weighted(values: np.ndarray, weights: np.ndarray, counts: np.ndarray):
+    """Weighted mean of ``values`` (n,) or (n, K) and its bootstrap draws (draws,) or (draws, K).
+
+    ``weights`` is zero outside the segment; a draw with no weight in the segment is NaN.
+    """
+    total = weights.sum()
+    x = values if values.ndim == 2 else values[:, None]
+    estimate = (weights @ x) / total if total > 0 else np.full(x.shape[1], np.nan)
+    num = counts @ (weights[:, None] * x)
+    den = counts @ weights
+    with np.errstate(invalid="ignore", divide="ignore"):
+        boot = np.where(den[:, None] > 0, num / den[:, None], np.nan)
+    if values.ndim == 1:
+        return estimate[0], boot[:, 0]
+    return estimate, boot
+
+
+def interval(boot: np.ndarray) -> tuple[Any, Any]:
+    """95% percentile interval over bootstrap draws (axis 0), ignoring NaN draws."""
+    with np.errstate(all="ignore"):
+        lo, hi = np.nanpercentile(boot, [2.5, 97.5], axis=0)
+    return lo, hi
+
+
+def segment_masks(prepared: Prepared) -> list[tuple[str, str, np.ndarray]]:
+    """("all", "all", all personas), then (field, option, mask) for options with personas."""
+    personas = prepared.population.personas
+    spec = prepared.plan.survey.spec
+    out = [("all", "all", np.ones(len(personas), dtype=bool))]
+    for seg in prepared.segments:
+        col = personas[seg].astype(str).to_numpy()
+        for option in spec.demographics[seg].options:
+            mask = col == option
+            if mask.any():
+                out.append((seg, option, mask))
+    return out
+
+
+def persona_frame(prepared: Prepared, probs: dict[str, np.ndarray]) -> pd.DataFrame:
+    """One row per persona and item: valid mass, mean answer, and one ``p_<label>`` per answer."""
+    frames = []
+    ids = list(prepared.population.personas.index)
+    for item in prepared.items:
+        at: AnswerType = prepared.plan.answer_types[item.question]
+        p, mass = normalised(probs[item.id])
+        frame = pd.DataFrame(
+            {
+                "persona_id": ids,
+                "item": item.id,
+                "question": item.question,
+                "statement": item.statement or "",
+                "group": item.group or "",
+                "weight": prepared.population.weights,
+                "valid_mass": mass,
+                "mean": np.where(mass > 0, p @ at.support, np.nan),
+            }
+        )
+        probs_frame = pd.DataFrame(p, columns=[f"p_{label}" for label in at.labels])
+        frames.append(pd.concat([frame, probs_frame], axis=1))
+    return pd.concat(frames, ignore_index=True)
+
+
+def segment_frame(
+    prepared: Prepared, probs: dict[str, np.ndarray], counts: np.ndarray
+) -> pd.DataFrame:
+    """Tidy weighted per-segment distributions and means with bootstrap CIs over personas."""
+    rows = []
+    w = prepared.population.weights
+    for item in prepared.items:
+        at = prepared.plan.answer_types[item.question]
+        p, mass = normalised(probs[item.id])
+        valid = mass > 0
+        means = np.where(valid, p @ at.support, 0.0)
+        for seg, option, mask in segment_masks(prepared):
+            ws = np.where(mask & valid, w, 0.0)
+            base = {
+                "item": item.id, "question": item.question, "statement": item.statement or "",
+                "group": item.group or "", "segment": seg, "value": option,
+                "n_personas": int(mask.sum()), "weight": float(w[mask].sum()),
+            }  # fmt: skip
+            est, boot = weighted(means, ws, counts)
+            lo, hi = interval(boot)
+            rows.append({**base, "measure": "mean", "answer": "", "estimate": est,
+                         "ci_low": lo, "ci_high": hi})  # fmt: skip
+            est, boot = weighted(p, ws, counts)
+            lo, hi = interval(boot)
+            for k, label in enumerate(at.labels):
+                rows.append({**base, "measure": "share", "answer": label, "estimate": est[k],
+                             "ci_low": lo[k], "ci_high": hi[k]})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+# -- writing -----------------------------------------------------------------------------------
+def write_atomically(output: Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(folder)`` on a hidden folder beside ``output``; rename it to ``output`` only
+    if it succeeds, and remove it otherwise (nothing partial is left)."""
+    output = Path(output)
+    if output.exists():
+        raise ConfigError(f"{output}: already exists; choose a new output directory")
+    partial = output.parent / f".{output.name}.partial"
+    if partial.exists():  # left by a crashed earlier attempt of this same output
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True)
+    try:
+        write(partial)
+        partial.rename(output)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return output
+
+
+def load_model(prepared: Prepared, workdir: Path, plugins: Plugins, progress: Progress) -> Any:
+    sc = prepared.system
+    backend = sc.backend(sc.options, workdir, plugins, progress)
+    progress(f"loading {sc.label}")
+    return backend.load(sc.adapter)
+
+
+def write_common(prepared: Prepared, folder: Path, probs: dict[str, np.ndarray], counts) -> None:
+    folder.joinpath("config.yaml").write_text(
+        yaml.safe_dump(prepared.config.model_dump(mode="json"), sort_keys=False), encoding="utf-8"
+    )
+    prepared.population.table().to_csv(folder / "personas.csv")
+    pd.DataFrame(
+        [
+            {"item": i.id, "question": i.question, "field": i.field or "",
+             "statement": i.statement or "", "text": i.text or "", "group": i.group or "",
+             "new": i.new}
+            for i in prepared.items
+        ]
+    ).to_csv(folder / "items.csv", index=False)  # fmt: skip
+    persona_frame(prepared, probs).to_parquet(folder / "distributions.parquet", index=False)
+    segment_frame(prepared, probs, counts).to_csv(folder / "segments.csv", index=False)
+
+
+def simulate(
+    config: SimulateConfig,
+    source: str,
+    plugins: Plugins,
+    progress: Progress | None = None,
+) -> Path:
+    """Answer the configured items for the population; write the results; return the folder."""
+    progress = progress or Progress()
+    prepared = prepare(config, source, plugins, progress)
+
+    def write(folder: Path) -> None:
+        model = load_model(prepared, folder, plugins, progress)
+        probs = answer(prepared, model, progress)
+        counts = bootstrap_counts(len(prepared.population), config.bootstrap, config.seed)
+        write_common(prepared, folder, probs, counts)
+
+    return write_atomically(prepared.output, write)

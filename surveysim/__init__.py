@@ -1,0 +1,1 @@
+"""``python -m surveysim``: the ``surveysim`` command. The toolkit itself is ``surveysim_core``."""

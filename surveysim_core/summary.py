@@ -1,0 +1,54 @@
+"""``summary.json``: a finished run's outcome for machines (``surveysim run --json`` prints it)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from surveysim_core import __version__
+from surveysim_core.rundir import RunDir, config_hash
+
+SUMMARY_FILE = "summary.json"
+
+
+def _plain(value: Any) -> Any:
+    """A JSON value: NaN becomes null, numpy scalars become Python numbers."""
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def run_summary(run: Any) -> dict[str, Any]:
+    """The run's identity, timings, files and overall metrics (segment 'all')."""
+    overall = run.metrics[run.metrics["segment"] == "all"]
+    columns = ["system", "setting", "question", "temperature", "metric", "value", "sd", "n"]
+    results = [
+        {col: _plain(row[col]) for col in columns} for row in overall[columns].to_dict("records")
+    ]
+    return {
+        "surveysim_version": __version__,
+        "run_dir": str(run.dir),
+        "config": str(run.plan.source),
+        "config_hash": config_hash(run.config),
+        "survey": run.survey.name,
+        "finished": True,
+        "timings_s": {k: round(v, 3) for k, v in run.timings.items()},
+        "systems": sorted(set(run.metrics["system"])),
+        "files": {
+            "metrics": "metrics.csv",
+            "settings": "settings.csv",
+            "report": "report.html",
+            "summary": SUMMARY_FILE,
+        },
+        "results": results,
+    }
+
+
+def write_summary(run: Any) -> Path:
+    """Write ``summary.json`` into the run directory (main process only)."""
+    text = json.dumps(run_summary(run), indent=2, allow_nan=False) + "\n"
+    return RunDir(Path(run.dir)).write_text(SUMMARY_FILE, text)
