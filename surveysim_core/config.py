@@ -121,7 +121,9 @@ class OutputSection(Strict):
 class RunConfig(Strict):
     """A whole run: what to simulate, how to fit it and how to score it."""
 
-    survey: str = Field(description="Registered survey name, e.g. evshift.")
+    survey: str = Field(
+        description="Registered survey name (e.g. evshift), or the path of a survey YAML file."
+    )
     survey_options: dict[str, Any] = Field(
         default_factory=dict, description="Options for the survey plugin, if it takes any."
     )

@@ -32,6 +32,7 @@ from surveysim_core.rundir import (
 from surveysim_core.scoring import METRIC_COLUMNS, floor_rows, score_system
 from surveysim_core.split import split_by_subject
 from surveysim_core.survey import Survey
+from surveysim_core.survey_files import resolve_survey
 
 
 @dataclass
@@ -85,9 +86,7 @@ def plan_run(config: RunConfig, source: str, plugins: Plugins) -> Plan:
     All problems are collected and raised together, each naming the file and dotted key.
     """
     errors: list[str] = []
-    survey = _errors_of(
-        lambda: plugins.surveys.get(config.survey, where=f"{source}: survey"), errors
-    )
+    survey = _errors_of(lambda: resolve_survey(config.survey, source, plugins), errors)
     if survey is None:
         raise ConfigError("\n".join(errors))
     if config.survey_options or survey.Options is not None:

@@ -13,6 +13,7 @@ import pandas as pd
 
 from surveysim_core.config import RunConfig
 from surveysim_core.errors import ConfigError
+from surveysim_core.survey_files import survey_label
 
 
 def stderr_progress(message: str) -> None:
@@ -47,10 +48,11 @@ def choose_run_dir(config: RunConfig, resume: bool, run_dir: str | None) -> Path
 
             return max(candidates, key=newest_unfinished_first)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    path = base / f"{config.survey}-{stamp}"
+    name = survey_label(config.survey)
+    path = base / f"{name}-{stamp}"
     suffix = 1
     while path.exists():
-        path = base / f"{config.survey}-{stamp}-{suffix}"
+        path = base / f"{name}-{stamp}-{suffix}"
         suffix += 1
     return path
 
