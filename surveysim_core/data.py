@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 
 from surveysim_core.answers import AnswerType
-from surveysim_core.errors import DataError
+from surveysim_core.conditions import contradictions
+from surveysim_core.errors import ConditionError, DataError
 from surveysim_core.survey import SurveySpec
 
 MULTI_SEPARATOR = "|"
@@ -58,6 +59,13 @@ class _Problems:
         self.count += 1
         if len(self.items) < MAX_REPORTED:
             self.items.append(f"{self.source}: {message}")
+
+    @staticmethod
+    def joined(source: str, messages: list[str]) -> str:
+        """Messages as one error text: the first MAX_REPORTED, then how many more."""
+        head = [f"{source}: {m}" for m in messages[:MAX_REPORTED]]
+        more = len(messages) - len(head)
+        return "\n".join(head + ([f"... and {more} more problems"] if more else []))
 
     def raise_if_any(self) -> None:
         if self.count:
@@ -144,6 +152,7 @@ def validate_long(
     respondents: dict[str, dict[str, Any]] = {}
     first_row: dict[str, int] = {}
     rows = []
+    row_numbers: list[int] = []  # the file row of each entry of rows
     seen: dict[tuple, int] = {}
     for i, rec in enumerate(records, start=1):
         if _is_missing(rec["subject_id"]):
@@ -219,7 +228,11 @@ def validate_long(
             continue
         seen[key] = i
         rows.append({"subject_id": sid, "question": qid, **context, "seq": seq, "answer": code})
+        row_numbers.append(i)
     problems.raise_if_any()
+    contradicted = contradictions(spec, respondents, rows, row_numbers, answer_types)
+    if contradicted:
+        raise ConditionError(_Problems.joined(source, contradicted))
     if not rows:
         raise DataError(f"{source}: no answers")
 

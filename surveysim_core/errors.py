@@ -17,3 +17,7 @@ class DataError(SurveysimError):
 
 class PluginError(SurveysimError):
     """A plugin is unknown, broken, or registers a name another plugin already holds."""
+
+
+class ConditionError(DataError):
+    """Data hold an answer to a question whose condition (``when:``) excludes that respondent."""

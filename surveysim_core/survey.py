@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from surveysim_core.conditions import check_condition_names
 from surveysim_core.config import format_validation_error, read_yaml
 from surveysim_core.errors import ConfigError
 
@@ -41,6 +42,9 @@ class QuestionSpec(_Strict):
         default_factory=list, description="Data columns that feed the template (e.g. intervention)."
     )
     parsers: list[str] | None = Field(None, description="Parser chain; default: the survey's.")
+    when: str | None = Field(
+        None, description="Condition: whom the question is asked (surveysim_core.conditions)."
+    )
 
 
 class SurveySpec(_Strict):
@@ -69,6 +73,7 @@ class SurveySpec(_Strict):
             for ctx in q.context:
                 if ctx in self.demographics:
                     raise ValueError(f"question {q.id}: context {ctx!r} is a demographic field")
+        check_condition_names(self)
         return self
 
     def question(self, qid: str) -> QuestionSpec:
@@ -115,7 +120,12 @@ class Survey:
         # a template given as a file name is read from beside the YAML
         for name, value in list(data.get("templates", {}).items()):
             if isinstance(value, str) and value.endswith(".j2") and "\n" not in value:
-                data["templates"][name] = (base / value).read_text(encoding="utf-8")
+                try:
+                    data["templates"][name] = (base / value).read_text(encoding="utf-8")
+                except OSError as exc:
+                    raise ConfigError(
+                        f"{path}: templates.{name}: cannot read {base / value}: {exc.strerror}"
+                    ) from None
         try:
             spec = SurveySpec.model_validate(data)
         except ValidationError as exc:
