@@ -40,6 +40,9 @@ class DataSection(Strict):
         None, ge=10, description="Synthetic population size (default: the survey's own)."
     )
     seed: int = Field(0, description="Seed of the synthetic population.")
+    weight: str | None = Field(
+        None, description="Column of survey weights in the data file (default: the survey's)."
+    )
 
     @model_validator(mode="after")
     def _path_for_file(self) -> DataSection:

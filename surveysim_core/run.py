@@ -207,7 +207,7 @@ def load_data(plan: Plan, run_dir: Path, plugins: Plugins, progress: Progress) -
     table = survey.load(path) if survey.load else read_table(path, plugins.data_formats)
     # not filtered here: validate_long skips the questions this run leaves out, reports
     # questions the survey does not have, and keeps row numbers those of the file
-    return validate_long(table, survey.spec, plan.answer_types, str(path))
+    return validate_long(table, survey.spec, plan.answer_types, str(path), cfg.weight)
 
 
 def build_items(

@@ -62,6 +62,9 @@ class SurveySpec(_Strict):
     metrics: list[str] | None = None
     segments: list[str] = Field(default_factory=list, description="Default metric segments.")
     synthetic_subjects: int | None = Field(None, description="Default synthetic population size.")
+    weight: str | None = Field(
+        None, description="Long-format column of each respondent's survey weight, if any."
+    )
 
     @model_validator(mode="after")
     def _unique(self) -> SurveySpec:
