@@ -99,6 +99,7 @@ def write_wide_dta(path):
             "REGION": [1, 2, 2, 1],
             "Q_MODE": [1.0, 3.0, float("nan"), -8.0],
             "Q_SAT": [5, 2, 4, 1],
+            "WT": [0.5, 1.5, 1.0, 2.0],
         }
     )
     labels = {
@@ -111,6 +112,7 @@ def write_wide_dta(path):
 
 MAPPING = {
     "subject_id": "caseid",
+    "weight": "WT",
     "missing": [-8],
     "demographics": {"region": "REGION"},
     "questions": {"mode": "Q_MODE", "satisfaction": {"column": "Q_SAT", "values": "codes"}},
@@ -143,8 +145,10 @@ def test_import_wide_writes_the_long_format(tmp_path, runner, cli, plugins):
     survey_file = tmp_path / "survey.yaml"
     survey_file.write_text(SURVEY_YAML, encoding="utf-8")
     plan = plan_run(RunConfig(survey=str(survey_file)), "run.yaml", plugins)
-    checked = validate_long(long, plan.survey.spec, plan.answer_types, str(out))
+    assert long["weight"].tolist() == ["0.5", "0.5", "1.5", "1.5", "1.0", "2.0"]
+    checked = validate_long(long, plan.survey.spec, plan.answer_types, str(out), weight="weight")
     assert len(checked.responses) == 6 and len(checked.respondents) == 4
+    assert checked.responses["weight"].tolist() == [0.5, 0.5, 1.5, 1.5, 1.0, 2.0]
 
     # an existing --out is never overwritten without --force
     before = out.read_bytes()

@@ -4,6 +4,7 @@ A mapping file (YAML) says which column holds the respondent id, which columns a
 demographic fields, and which are its questions::
 
     subject_id: caseid            # default: the row number, 1-based
+    weight: WT                    # survey weights, written as the long format's "weight" column
     missing: [-9, -8]             # codes that mean "no answer" in every column
     demographics:
       region: REGION              # long-format column <- wide column (value labels decoded)
@@ -44,6 +45,7 @@ class ColumnMapping(BaseModel):
 class WideMapping(BaseModel):
     model_config = ConfigDict(extra="forbid")
     subject_id: str | None = Field(None, description="Respondent id column; default: row number.")
+    weight: str | None = Field(None, description="Column of survey weights, if any.")
     missing: list[float] = Field(
         default_factory=list, description="Codes that mean no answer, in every column."
     )
@@ -71,6 +73,7 @@ def wide_to_long(
     """The long-format table of a wide one; raises naming the mapping key of a missing column."""
     frame = table.codes
     wanted = [("subject_id", mapping.subject_id)] if mapping.subject_id else []
+    wanted += [("weight", mapping.weight)] if mapping.weight else []
     wanted += [
         (f"demographics.{k}", mapping.column(v).column) for k, v in mapping.demographics.items()
     ]
@@ -101,10 +104,13 @@ def wide_to_long(
         if sid is None:
             raise DataError(f"{table.source}: row {number}: {mapping.subject_id} is empty")
         demo = {k: value(row, spec) for k, spec in demographics.items()}
+        if mapping.weight:  # copied as it is: the run checks it is a positive number
+            demo["weight"] = plain_value(row[mapping.weight])
         for seq, (qid, spec) in enumerate(questions.items()):
             answer = value(row, spec)
             if answer is None:
                 continue  # not answered: no row
             rows.append({"subject_id": sid, **demo, "question": qid, "seq": seq, "answer": answer})
-    columns = ["subject_id", *demographics, "question", "seq", "answer"]
+    weight = ["weight"] if mapping.weight else []
+    columns = ["subject_id", *demographics, *weight, "question", "seq", "answer"]
     return pd.DataFrame(rows, columns=columns)
