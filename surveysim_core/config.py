@@ -89,6 +89,10 @@ class DecodingSection(Strict):
     max_new_tokens: int = Field(8, ge=1, description="Most tokens generated per answer.")
     seed: int = Field(0, description="Seed for sampling.")
     options: dict[str, Any] = Field(default_factory=dict, description="Decoder's own options.")
+    option_order: Literal["fixed", "reversed", "shuffled", "forward_reversed"] = Field(
+        "fixed",
+        description="Order of categorical options in prompts (surveysim_core.option_order).",
+    )
 
     @model_validator(mode="after")
     def _temperatures(self) -> DecodingSection:

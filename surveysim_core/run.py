@@ -19,6 +19,7 @@ from surveysim_core.answers import AnswerDistribution, AnswerType, answer_type_f
 from surveysim_core.config import RunConfig, validate_options
 from surveysim_core.data import SurveyData, read_table, validate_long
 from surveysim_core.errors import ConfigError, SurveysimError
+from surveysim_core.option_order import displayed_options, position_rows
 from surveysim_core.plugins import Plugins
 from surveysim_core.prompts import PromptRenderer, default_templates, render_demographics
 from surveysim_core.protocols import Example, ItemSet, Progress, Prompt
@@ -245,14 +246,17 @@ def render_prompts(plan: Plan, items: pd.DataFrame, respondents: pd.DataFrame) -
     questions = {q.id: q for q in spec.questions}
     prompts = []
     cache: dict[tuple, str] = {}
+    order, seed = plan.config.decoding.option_order, plan.config.decoding.seed
     for rec in items.to_dict("records"):
         q = questions[rec["question"]]
-        key = (q.id, *(rec[c] for c in q.context))
+        answer = plan.answer_types[q.id]
+        options = displayed_options(answer, order, rec["subject_id"], q.id, seed)
+        key = (q.id, *(rec[c] for c in q.context), *options)
         if key not in cache:
             context = {c: spec.context_values.get(c, {}).get(rec[c], rec[c]) for c in q.context}
             context_text = " ".join(v for v in context.values() if v)
             cache[key] = plan.renderer.render(
-                q.template, question=q, answer=plan.answer_types[q.id],
+                q.template, question=q, answer=answer, options=options,
                 context_text=context_text, **context,
             )  # fmt: skip
         prompts.append(Prompt(systems[rec["subject_id"]], cache[key]))
@@ -346,7 +350,9 @@ def execute(
     def scored(system, setting, temperature, decoded_dist) -> pd.DataFrame:
         return pd.DataFrame(
             score_system(system, setting, temperature, test.items, test.respondents, decoded_dist,
-                         plan.answer_types, plan.metrics, segments),
+                         plan.answer_types, plan.metrics, segments)
+            + position_rows(system, setting, temperature, test.items, decoded_dist.probs,
+                            plan.answer_types, config.decoding.option_order, config.decoding.seed),
             columns=METRIC_COLUMNS,
         )  # fmt: skip
 

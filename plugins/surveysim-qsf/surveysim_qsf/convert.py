@@ -369,8 +369,8 @@ def _randomisation(payload: dict[str, Any], where: str, report: list[ReportItem]
     rand = payload.get("Randomization")
     if isinstance(rand, dict) and rand.get("Type") not in (None, "None", ""):
         report.append(ReportItem(where, f"option order randomised in Qualtrics ({rand.get('Type')}):"
-                                        " surveysim shows the options in one fixed order"
-                                        " (option-order randomisation is not implemented yet)"))  # fmt: skip
+                                        " not carried per question; decoding.option_order:"
+                                        " shuffled randomises every categorical question of a run"))  # fmt: skip
 
 
 def _scale(points: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any], bool]:
