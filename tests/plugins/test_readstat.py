@@ -196,3 +196,28 @@ def test_a_misspelt_mapping_key_is_a_config_error(tmp_path, runner, cli):
     result = runner.invoke(cli, args)
     assert isinstance(result.exception, ConfigError)
     assert "mapping.yaml: demographic: unknown key" in str(result.exception)
+
+
+def test_import_wide_from_csv_applies_missing_codes_to_text(tmp_path, runner, cli):
+    data = tmp_path / "study.csv"
+    pd.DataFrame(
+        {"caseid": [1, 2, 3], "REGION": ["North", "South", "North"], "Q_MODE": ["car", "", "bus"],
+         "Q_SAT": ["5", "-9", "3"]}
+    ).to_csv(data, index=False)  # fmt: skip
+    mapping = tmp_path / "mapping.yaml"
+    mapping.write_text(
+        yaml.safe_dump(
+            {"subject_id": "caseid", "missing": [-9], "demographics": {"region": "REGION"},
+             "questions": {"mode": "Q_MODE", "satisfaction": "Q_SAT"}}
+        ),
+        encoding="utf-8",
+    )  # fmt: skip
+    out = tmp_path / "long.csv"
+    args = ["import", "wide", str(data), "--mapping", str(mapping), "--out", str(out)]
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 0, (result.output, result.exception)
+    long = pd.read_csv(out, dtype=str)
+    # subject 2: mode empty, satisfaction -9: no rows at all
+    got = [tuple(r) for r in long[["subject_id", "question", "answer"]].itertuples(index=False)]
+    assert got == [("1", "mode", "car"), ("1", "satisfaction", "5"), ("3", "mode", "bus"),
+                   ("3", "satisfaction", "3")]  # fmt: skip

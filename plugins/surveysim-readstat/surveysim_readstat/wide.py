@@ -88,9 +88,9 @@ def wide_to_long(
 
     def value(row: dict[str, Any], spec: ColumnMapping) -> Any:
         code = plain_value(row[spec.column])
-        if code is None:
-            return None
-        if isinstance(code, (int, float)) and float(code) in shared_missing | set(spec.missing):
+        if code is None or (isinstance(code, str) and not code.strip()):
+            return None  # CSV readers give "" for an empty cell
+        if _number(code) in shared_missing | set(spec.missing):
             return None
         if spec.values == "codes":
             return code
@@ -114,3 +114,11 @@ def wide_to_long(
     weight = ["weight"] if mapping.weight else []
     columns = ["subject_id", *demographics, *weight, "question", "seq", "answer"]
     return pd.DataFrame(rows, columns=columns)
+
+
+def _number(code: Any) -> float | None:
+    """A code as a number, also from text ("-9" in a CSV file); None if it is not one."""
+    try:
+        return float(code)
+    except (TypeError, ValueError):
+        return None
