@@ -1,7 +1,8 @@
 """Option order: in which order a categorical question's options are shown, and how much a
 system's answers depend on it.
 
-``decoding.option_order`` chooses the order for every prompt of the run:
+``decoding.option_order`` chooses the order for every prompt of the run, and a question's own
+``option_order`` (e.g. from a Qualtrics question with randomised choices) overrides it:
 
 - ``fixed``: the survey's order;
 - ``reversed``: the survey's order reversed, for every respondent;
@@ -81,11 +82,13 @@ def position_rows(
     items: pd.DataFrame,
     probs: np.ndarray,
     answer_types: Mapping[str, Any],
-    mode: str,
+    mode: str | Mapping[str, str],
     seed: int,
 ) -> list[dict[str, Any]]:
     """``position_share_<p>`` and ``position_bias`` rows (tidy metric rows, segment ``all``)
-    for a system's answer distributions ``probs`` (one row per item of ``items``)."""
+    for a system's answer distributions ``probs`` (one row per item of ``items``); ``mode`` is
+    the option order of every question, or a mapping from question id to its order."""
+    modes = mode if isinstance(mode, Mapping) else {}
     rows: list[dict[str, Any]] = []
 
     def row(qid: str, name: str, value: float, n: int) -> dict[str, Any]:
@@ -102,8 +105,9 @@ def position_rows(
         if not has_options(answer):
             continue
         k = len(answer.labels)
+        qmode = modes.get(qid, "fixed") if isinstance(mode, Mapping) else mode
         where = np.flatnonzero(questions == qid)
-        orders = [display_order(mode, k, subjects[i], qid, seed) for i in where]
+        orders = [display_order(qmode, k, subjects[i], qid, seed) for i in where]
         p = probs[where, :k]
         by_position = np.array([p[j, list(order)] for j, order in enumerate(orders)])
         total = by_position.sum()
@@ -112,10 +116,10 @@ def position_rows(
         shares = by_position.sum(axis=0) / total
         for position, share in enumerate(shares, start=1):
             rows.append(row(qid, f"position_share_{position}", float(share), len(where)))
-        if mode == "shuffled":
+        if qmode == "shuffled":
             bias = 0.5 * float(np.abs(shares - 1.0 / k).sum())
             rows.append(row(qid, "position_bias", bias, len(where)))
-        elif mode == "forward_reversed":
+        elif qmode == "forward_reversed":
             forward = np.array([order[0] == 0 for order in orders])
             if forward.all() or not forward.any():
                 continue

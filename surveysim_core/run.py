@@ -250,7 +250,7 @@ def render_prompts(plan: Plan, items: pd.DataFrame, respondents: pd.DataFrame) -
     for rec in items.to_dict("records"):
         q = questions[rec["question"]]
         answer = plan.answer_types[q.id]
-        options = displayed_options(answer, order, rec["subject_id"], q.id, seed)
+        options = displayed_options(answer, q.option_order or order, rec["subject_id"], q.id, seed)
         key = (q.id, *(rec[c] for c in q.context), *options)
         if key not in cache:
             context = {c: spec.context_values.get(c, {}).get(rec[c], rec[c]) for c in q.context}
@@ -347,12 +347,16 @@ def execute(
     settings_rows: list[dict[str, Any]] = []
     fmt = config.output.predictions_format
 
+    option_orders = {
+        q.id: q.option_order or config.decoding.option_order for q in plan.survey.spec.questions
+    }
+
     def scored(system, setting, temperature, decoded_dist) -> pd.DataFrame:
         return pd.DataFrame(
             score_system(system, setting, temperature, test.items, test.respondents, decoded_dist,
                          plan.answer_types, plan.metrics, segments)
             + position_rows(system, setting, temperature, test.items, decoded_dist.probs,
-                            plan.answer_types, config.decoding.option_order, config.decoding.seed),
+                            plan.answer_types, option_orders, config.decoding.seed),
             columns=METRIC_COLUMNS,
         )  # fmt: skip
 

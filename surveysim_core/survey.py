@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -44,6 +44,9 @@ class QuestionSpec(_Strict):
     parsers: list[str] | None = Field(None, description="Parser chain; default: the survey's.")
     when: str | None = Field(
         None, description="Condition: whom the question is asked (surveysim_core.conditions)."
+    )
+    option_order: Literal["fixed", "reversed", "shuffled", "forward_reversed"] | None = Field(
+        None, description="Order of this question's options; default: decoding.option_order."
     )
 
 

@@ -143,3 +143,27 @@ def test_a_run_reports_position_rows_for_categorical_questions(tmp_path, plugins
         metrics.loc[metrics["question"] == "minutes", "metric"].str.startswith("position").sum()
         == 0
     )
+
+
+def test_a_questions_own_order_overrides_the_runs(tmp_path, plugins):
+    config = commute(tmp_path, "fixed")
+    text = (tmp_path / "survey.yaml").read_text(encoding="utf-8")
+    (tmp_path / "survey.yaml").write_text(
+        text.replace(
+            "    template: listed\n", "    template: listed\n    option_order: reversed\n", 1
+        ),
+        encoding="utf-8",
+    )
+    plan = plan_run(config, "run.yaml", plugins)
+    items = pd.DataFrame({"subject_id": ["s1"], "question": ["mode"], "seq": 0})
+    respondents = pd.DataFrame({"region": ["North"]}, index=pd.Index(["s1"], name="subject_id"))
+    assert render_prompts(plan, items, respondents)[0].user == "bike, bus, car"
+    run = execute(
+        config, "run.yaml", plugins, run_dir=str(tmp_path / "r"), progress=Progress(lambda m: None)
+    )
+    metrics = pd.read_csv(run.dir / "metrics.csv")
+    # reversed: position 1 shows bike, so its share is the marginal baseline's share of bike
+    preds = pd.read_csv(run.dir / "systems" / "marginal" / "predictions.csv")
+    bike = (preds.loc[preds["question"] == "mode", "answer"] == 2).mean()
+    share = metrics[(metrics["system"] == "marginal") & (metrics["metric"] == "position_share_1")]
+    assert share["value"].iloc[0] == pytest.approx(bike)

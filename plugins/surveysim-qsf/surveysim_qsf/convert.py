@@ -15,11 +15,11 @@ Mappings:
   are whole numbers, else ordered categorical; points Qualtrics excludes from analysis
   (``AnalyzeChoices: No``, e.g. "n/a") are left out and answers with them are missing;
 - slider -> one integer question per slider, from its minimum to its maximum;
-- display logic and skip logic on single-choice and numeric questions -> ``when:`` conditions.
+- display logic and skip logic on single-choice and numeric questions -> ``when:`` conditions;
+- randomised choices of a single-answer question -> ``option_order: shuffled``.
 
 Everything else (text entry, multiple answers, rank order, matrices other than single-answer
-Likert, carried-forward choices, embedded data, flow branches and randomisers, option-order
-randomisation, ...) is listed in the import report with its reason; nothing is dropped
+Likert, carried-forward choices, embedded data, flow branches and randomisers, ...) is listed in the import report with its reason; nothing is dropped
 silently.
 """
 
@@ -329,10 +329,11 @@ def _question(
         options = _options(_choices(payload), where, report)
         if options is None:
             return []
-        _randomisation(payload, where, report)
         spec = {"id": _identifier(tag, taken), "text": text, "template": CHOICE_TEMPLATE,
                 "answer": {"type": "categorical", "options": list(options.values())},
                 "parsers": ["choice"]}  # fmt: skip
+        if _randomisation(payload, where, report):
+            spec["option_order"] = "shuffled"
         return [Imported(qid, spec["id"], spec, options)]
     if qtype == "Matrix" and selector in {"Likert", "Bipolar"} and sub == "SingleAnswer":
         return _matrix_rows(payload, tag, text, where, taken, report)
@@ -365,12 +366,17 @@ def _options(choices, where: str, report: list[ReportItem]) -> dict[str, str] | 
     return options
 
 
-def _randomisation(payload: dict[str, Any], where: str, report: list[ReportItem]) -> None:
+def _randomisation(payload: dict[str, Any], where: str, report: list[ReportItem]) -> bool:
+    """Whether Qualtrics randomises the options (then the question gets ``option_order:
+    shuffled``); a random subset or advanced randomisation is reported as changed."""
     rand = payload.get("Randomization")
-    if isinstance(rand, dict) and rand.get("Type") not in (None, "None", ""):
-        report.append(ReportItem(where, f"option order randomised in Qualtrics ({rand.get('Type')}):"
-                                        " not carried per question; decoding.option_order:"
-                                        " shuffled randomises every categorical question of a run"))  # fmt: skip
+    kind = rand.get("Type") if isinstance(rand, dict) else None
+    if kind in (None, "None", ""):
+        return False
+    if kind != "All":
+        report.append(ReportItem(where, f"option randomisation {kind!r} (a subset, or fixed"
+                                        " options): imported as every option shuffled"))  # fmt: skip
+    return True
 
 
 def _scale(points: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any], bool]:
@@ -398,7 +404,9 @@ def _matrix_rows(payload, tag, text, where, taken, report) -> list[Imported]:
                                             " missing)"))  # fmt: skip
     answer, values, numeric = _scale(points)
     row_tags = payload.get("ChoiceDataExportTags")
-    _randomisation(payload, where, report)
+    if _randomisation(payload, where, report):  # a matrix randomises its rows, not the scale
+        report.append(ReportItem(where, "row order randomised in Qualtrics: each row is its own"
+                                        " question in surveysim"))  # fmt: skip
     out = []
     for cid, row in _choices(payload):
         label = text_of(row.get("Display"))
