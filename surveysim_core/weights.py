@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 #: the column holding each answer's respondent weight, once validated
 WEIGHT_COLUMN = "weight"
 
+_warned: set[str] = set()
+
 
 def parse_weight(value: Any) -> float | None:
     """A weight as a float, or None if it is not a positive finite number."""
@@ -64,5 +66,7 @@ def call_metric(
         return metric(human, model, answer)
     if getattr(metric, "weighted", False):
         return metric(human, model, answer, weights=weights, model_weights=model_weights)
-    log.warning("metric %s takes no survey weights; it is computed unweighted", metric.name)
+    if metric.name not in _warned:  # once per metric, not once per question and segment
+        _warned.add(metric.name)
+        log.warning("metric %s takes no survey weights; it is computed unweighted", metric.name)
     return metric(human, model, answer)
