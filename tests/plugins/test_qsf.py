@@ -176,3 +176,15 @@ def test_bad_input_is_an_error_and_nothing_is_overwritten(tmp_path, runner, cli)
     )
     assert isinstance(result.exception, ConfigError) and "not empty" in str(result.exception)
     assert (out / "survey.yaml").read_text(encoding="utf-8") == "mine\n"
+
+
+def test_in_page_display_logic_is_translated_too():
+    from surveysim_qsf.convert import convert
+
+    data = json.loads((FIXTURES / "small_logic.qsf").read_text(encoding="utf-8"))
+    for element in data["SurveyElements"]:
+        if element.get("PrimaryAttribute") == "QID6":  # nps: shown to women
+            element["Payload"]["InPageDisplayLogic"] = element["Payload"].pop("DisplayLogic")
+    conversion = convert(data, ["gender"], "small_logic.qsf")
+    nps = next(q for q in conversion.survey["questions"] if q["id"] == "nps")
+    assert nps["when"] == "gender == 'Woman'"

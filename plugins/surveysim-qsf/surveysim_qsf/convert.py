@@ -232,7 +232,8 @@ def convert(
             continue
         is_demo = tag in wanted_demo or qid in wanted_demo
         conditions = []
-        logic = payload.get("DisplayLogic")
+        # Qualtrics writes display logic evaluated on the same page as InPageDisplayLogic
+        logic = payload.get("DisplayLogic") or payload.get("InPageDisplayLogic")
         if logic:
             try:
                 conditions.append(_logic_expression(logic, by_qid))
