@@ -188,3 +188,21 @@ def test_in_page_display_logic_is_translated_too():
     conversion = convert(data, ["gender"], "small_logic.qsf")
     nps = next(q for q in conversion.survey["questions"] if q["id"] == "nps")
     assert nps["when"] == "gender == 'Woman'"
+
+
+def test_loops_and_piped_text_are_reported():
+    from surveysim_qsf.convert import convert
+
+    data = json.loads((FIXTURES / "small_logic.qsf").read_text(encoding="utf-8"))
+    blocks = next(e for e in data["SurveyElements"] if e["Element"] == "BL")["Payload"]
+    blocks[2]["Options"] = {"Looping": "Static"}  # the Opinions block
+    for element in data["SurveyElements"]:
+        if element.get("PrimaryAttribute") == "QID3":
+            element["Payload"]["QuestionText"] = (
+                "Which brand is your ${q://QID2/ChoiceGroup/SelectedChoices} car?"
+            )
+    report = [f"{r.where}: {r.what}" for r in convert(data, [], "small_logic.qsf").report]
+    assert (
+        "block 'Opinions': loop and merge: its questions are imported once, not per loop" in report
+    )
+    assert "QID3 (brand): piped text (${...}) in the question: left as written" in report

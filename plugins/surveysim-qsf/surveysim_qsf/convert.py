@@ -203,6 +203,10 @@ def convert(
                                 ReportItem(be["QuestionID"], "in the trash block: left out")
                             )
     for block in blocks:
+        if (block.get("Options") or {}).get("Looping") not in (None, "None", "false", False):
+            report.append(ReportItem(f"block {block.get('Description')!r}",
+                                     "loop and merge: its questions are imported once, not per"
+                                     " loop"))  # fmt: skip
         if (block.get("Options") or {}).get("RandomizeQuestions") not in (None, "false", False):
             report.append(ReportItem(f"block {block.get('Description')!r}",
                                      "question order randomised in Qualtrics: not reproduced"))  # fmt: skip
@@ -230,6 +234,8 @@ def convert(
         made = _question(payload, tag, where, taken, report)
         if not made:
             continue
+        if "${" in str(payload.get("QuestionText") or ""):
+            report.append(ReportItem(where, "piped text (${...}) in the question: left as written"))
         is_demo = tag in wanted_demo or qid in wanted_demo
         conditions = []
         # Qualtrics writes display logic evaluated on the same page as InPageDisplayLogic
