@@ -78,6 +78,9 @@ class Metric:
     needs_order: ClassVar[bool] = False
     #: whether the metric needs exact distributions (e.g. log-likelihood)
     needs_exact: ClassVar[bool] = False
+    #: whether ``__call__`` takes ``weights=`` and ``model_weights=`` (survey weights, one per
+    #: row; surveysim_core.weights); a metric without them is computed unweighted, with a warning
+    weighted: ClassVar[bool] = False
 
     #: whether :meth:`point` scores point predictions (e.g. the ``expected`` readout, E[a])
     scores_points: ClassVar[bool] = False

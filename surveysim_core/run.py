@@ -20,6 +20,7 @@ from surveysim_core.config import RunConfig, validate_options
 from surveysim_core.data import SurveyData, read_table, validate_long
 from surveysim_core.errors import ConfigError, SurveysimError
 from surveysim_core.launch import data_dir
+from surveysim_core.option_order import displayed_options, position_rows
 from surveysim_core.plugins import Plugins
 from surveysim_core.preflight import preflight
 from surveysim_core.prompts import PromptRenderer, default_templates, render_demographics
@@ -42,6 +43,7 @@ from surveysim_core.scoring import (
 from surveysim_core.split import split_by_subject
 from surveysim_core.summary import write_summary
 from surveysim_core.survey import Survey
+from surveysim_core.survey_files import resolve_survey
 
 
 @dataclass
@@ -95,9 +97,7 @@ def plan_run(config: RunConfig, source: str, plugins: Plugins) -> Plan:
     All problems are collected and raised together, each naming the file and dotted key.
     """
     errors: list[str] = []
-    survey = _errors_of(
-        lambda: plugins.surveys.get(config.survey, where=f"{source}: survey"), errors
-    )
+    survey = _errors_of(lambda: resolve_survey(config.survey, source, plugins), errors)
     if survey is None:
         raise ConfigError("\n".join(errors))
     if config.survey_options or survey.Options is not None:
@@ -219,7 +219,7 @@ def load_data(plan: Plan, run_dir: Path, plugins: Plugins, progress: Progress) -
     table = survey.load(path) if survey.load else read_table(path, plugins.data_formats)
     # not filtered here: validate_long skips the questions this run leaves out, reports
     # questions the survey does not have, and keeps row numbers those of the file
-    return validate_long(table, survey.spec, plan.answer_types, str(path))
+    return validate_long(table, survey.spec, plan.answer_types, str(path), cfg.weight)
 
 
 def build_items(
@@ -257,14 +257,17 @@ def render_prompts(plan: Plan, items: pd.DataFrame, respondents: pd.DataFrame) -
     questions = {q.id: q for q in spec.questions}
     prompts = []
     cache: dict[tuple, str] = {}
+    order, seed = plan.config.decoding.option_order, plan.config.decoding.seed
     for rec in items.to_dict("records"):
         q = questions[rec["question"]]
-        key = (q.id, *(rec[c] for c in q.context))
+        answer = plan.answer_types[q.id]
+        options = displayed_options(answer, q.option_order or order, rec["subject_id"], q.id, seed)
+        key = (q.id, *(rec[c] for c in q.context), *options)
         if key not in cache:
             context = {c: spec.context_values.get(c, {}).get(rec[c], rec[c]) for c in q.context}
             context_text = " ".join(v for v in context.values() if v)
             cache[key] = plan.renderer.render(
-                q.template, question=q, answer=plan.answer_types[q.id],
+                q.template, question=q, answer=answer, options=options,
                 context_text=context_text, **context,
             )  # fmt: skip
         prompts.append(Prompt(systems[rec["subject_id"]], cache[key]))
@@ -357,10 +360,16 @@ def execute(
     settings_rows: list[dict[str, Any]] = []
     fmt = config.output.predictions_format
 
+    option_orders = {
+        q.id: q.option_order or config.decoding.option_order for q in plan.survey.spec.questions
+    }
+
     def scored(system, setting, temperature, decoded_dist) -> pd.DataFrame:
         return pd.DataFrame(
             score_system(system, setting, temperature, test.items, test.respondents, decoded_dist,
-                         plan.answer_types, plan.metrics, segments),
+                         plan.answer_types, plan.metrics, segments)
+            + position_rows(system, setting, temperature, test.items, decoded_dist.probs,
+                            plan.answer_types, option_orders, config.decoding.seed),
             columns=METRIC_COLUMNS,
         )  # fmt: skip
 
