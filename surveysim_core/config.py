@@ -40,6 +40,9 @@ class DataSection(Strict):
         None, ge=10, description="Synthetic population size (default: the survey's own)."
     )
     seed: int = Field(0, description="Seed of the synthetic population.")
+    weight: str | None = Field(
+        None, description="Column of survey weights in the data file (default: the survey's)."
+    )
 
     @model_validator(mode="after")
     def _path_for_file(self) -> DataSection:
@@ -95,6 +98,10 @@ class DecodingSection(Strict):
     calibration_grid: list[float] = Field(
         default_factory=lambda: [0.5, 0.7, 0.85, 1.0, 1.15, 1.3, 1.5, 2.0],
         description="Temperatures (> 0) the calibrated readout chooses from.",
+    )
+    option_order: Literal["fixed", "reversed", "shuffled", "forward_reversed"] = Field(
+        "fixed",
+        description="Order of categorical options in prompts (surveysim_core.option_order).",
     )
 
     @model_validator(mode="after")
@@ -154,7 +161,9 @@ class VariantSection(Strict):
 class RunConfig(Strict):
     """A whole run: what to simulate, how to fit it and how to score it."""
 
-    survey: str = Field(description="Registered survey name, e.g. evshift.")
+    survey: str = Field(
+        description="Registered survey name (e.g. evshift), or the path of a survey YAML file."
+    )
     survey_options: dict[str, Any] = Field(
         default_factory=dict, description="Options for the survey plugin, if it takes any."
     )

@@ -18,8 +18,10 @@ import numpy as np
 import pandas as pd
 
 from surveysim_core.answers import AnswerType
-from surveysim_core.errors import DataError
+from surveysim_core.conditions import contradictions
+from surveysim_core.errors import ConditionError, DataError
 from surveysim_core.survey import SurveySpec
+from surveysim_core.weights import WEIGHT_COLUMN, parse_weight
 
 MULTI_SEPARATOR = "|"
 MAX_REPORTED = 10
@@ -58,6 +60,13 @@ class _Problems:
         self.count += 1
         if len(self.items) < MAX_REPORTED:
             self.items.append(f"{self.source}: {message}")
+
+    @staticmethod
+    def joined(source: str, messages: list[str]) -> str:
+        """Messages as one error text: the first MAX_REPORTED, then how many more."""
+        head = [f"{source}: {m}" for m in messages[:MAX_REPORTED]]
+        more = len(messages) - len(head)
+        return "\n".join(head + ([f"... and {more} more problems"] if more else []))
 
     def raise_if_any(self) -> None:
         if self.count:
@@ -114,10 +123,13 @@ def validate_long(
     spec: SurveySpec,
     answer_types: dict[str, AnswerType],
     source: str,
+    weight: str | None = None,
 ) -> SurveyData:
     """Check a long-format table against a survey and return :class:`SurveyData`.
 
     Rows of survey questions missing from ``answer_types`` (left out of the run) are skipped.
+    ``weight`` (default: the survey's ``weight``) names the column of survey weights: a positive
+    number per row, the same on every row of a subject, kept as ``responses["weight"]``.
 
     Raises :class:`DataError` naming the file, row (1-based data row) and column of every
     problem: missing columns, unknown questions or options, answers out of range or not numeric,
@@ -128,7 +140,9 @@ def validate_long(
     questions = {q.id: q for q in spec.questions}
     present_questions = set(table["question"].astype(str)) if "question" in table else set()
     context_cols = [c for q in spec.questions if q.id in present_questions for c in q.context]
+    weight = weight or spec.weight
     required = ["subject_id", "question", "answer", *fields, *dict.fromkeys(context_cols)]
+    required += [weight] if weight else []
     missing = [c for c in required if c not in table.columns]
     if missing:
         raise DataError(f"{source}: missing columns: {', '.join(missing)}")
@@ -144,6 +158,8 @@ def validate_long(
     respondents: dict[str, dict[str, Any]] = {}
     first_row: dict[str, int] = {}
     rows = []
+    row_numbers: list[int] = []  # the file row of each entry of rows
+    weights: dict[str, tuple[float, int]] = {}  # subject -> (weight, first row)
     seen: dict[tuple, int] = {}
     for i, rec in enumerate(records, start=1):
         if _is_missing(rec["subject_id"]):
@@ -218,8 +234,24 @@ def validate_long(
             )
             continue
         seen[key] = i
-        rows.append({"subject_id": sid, "question": qid, **context, "seq": seq, "answer": code})
+        row = {"subject_id": sid, "question": qid, **context, "seq": seq, "answer": code}
+        if weight:
+            row[WEIGHT_COLUMN] = w = parse_weight(rec[weight])
+            if w is None:
+                problems.add(f"row {i}, column {weight}: {rec[weight]!r} is not a positive number")
+                continue
+            if weights.setdefault(sid, (w, i))[0] != w:
+                problems.add(
+                    f"row {i}, column {weight}: subject {sid} has weight {w:g} here but"
+                    f" {weights[sid][0]:g} in row {weights[sid][1]} (one weight per respondent)"
+                )
+                continue
+        rows.append(row)
+        row_numbers.append(i)
     problems.raise_if_any()
+    contradicted = contradictions(spec, respondents, rows, row_numbers, answer_types)
+    if contradicted:
+        raise ConditionError(_Problems.joined(source, contradicted))
     if not rows:
         raise DataError(f"{source}: no answers")
 

@@ -45,3 +45,7 @@ class RunError(SurveysimError):
     """A run failed while it ran (a model, backend or system), not because of its input files."""
 
     exit_code = EXIT_RUNTIME
+
+
+class ConditionError(DataError):
+    """Data hold an answer to a question whose condition (``when:``) excludes that respondent."""

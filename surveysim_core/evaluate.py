@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from surveysim_core.option_order import position_rows
 from surveysim_core.plan import Plan
 from surveysim_core.protocols import ItemSet, Progress, System, SystemAnswers, SystemResult
 from surveysim_core.rundir import RunDir
@@ -51,6 +52,11 @@ def score_result(result: SystemResult, plan: Plan, test: ItemSet) -> Scored:
                 result.system, ans.setting, None, test.items, test.respondents,
                 ans.distribution, plan.answer_types, plan.metrics, plan.segments,
             )  # fmt: skip
+            # where the answer options were shown in another order: answers by position
+            rows += position_rows(
+                result.system, ans.setting, None, test.items, ans.distribution.probs,
+                plan.answer_types, option_orders(plan), plan.config.decoding.seed,
+            )  # fmt: skip
         else:
             by_setting.setdefault(ans.setting, {})[ans.temperature] = ans.distribution
         preds.append(prediction_frame(test, result.system, ans))
@@ -72,6 +78,12 @@ def score_result(result: SystemResult, plan: Plan, test: ItemSet) -> Scored:
     metrics = pd.DataFrame(rows, columns=METRIC_COLUMNS).assign(system_id=sid)
     predictions = pd.concat(preds, ignore_index=True) if preds else None
     return Scored(metrics, settings, predictions)
+
+
+def option_orders(plan: Plan) -> dict[str, str]:
+    """Each question's answer option order (its own, else the run's ``decoding.option_order``)."""
+    order = plan.config.decoding.option_order
+    return {q.id: q.option_order or order for q in plan.survey.spec.questions}
 
 
 def distribution_frame(test: ItemSet, plan: Plan, answers: list[SystemAnswers]) -> pd.DataFrame:

@@ -12,6 +12,7 @@ import pandas as pd
 from surveysim_core.data import SurveyData, read_table, validate_long
 from surveysim_core.errors import ConfigError
 from surveysim_core.launch import data_dir
+from surveysim_core.option_order import displayed_options
 from surveysim_core.plan import Plan
 from surveysim_core.plugins import Plugins
 from surveysim_core.prompts import render_demographics
@@ -39,7 +40,7 @@ def load_data(plan: Plan, run_dir: Path, plugins: Plugins, progress: Progress) -
     table = survey.load(path) if survey.load else read_table(path, plugins.data_formats)
     # not filtered here: validate_long skips the questions this run leaves out, reports
     # questions the survey does not have, and keeps row numbers those of the file
-    return validate_long(table, survey.spec, plan.answer_types, str(path))
+    return validate_long(table, survey.spec, plan.answer_types, str(path), cfg.weight)
 
 
 def build_items(
@@ -79,14 +80,17 @@ def render_prompts(plan: Plan, items: pd.DataFrame, respondents: pd.DataFrame) -
     questions = {q.id: q for q in spec.questions}
     prompts = []
     cache: dict[tuple, str] = {}
+    order, seed = plan.config.decoding.option_order, plan.config.decoding.seed
     for rec in items.to_dict("records"):
         q = questions[rec["question"]]
-        key = (q.id, *(rec[c] for c in q.context))
+        answer = plan.answer_types[q.id]
+        options = displayed_options(answer, q.option_order or order, rec["subject_id"], q.id, seed)
+        key = (q.id, *(rec[c] for c in q.context), *options)
         if key not in cache:
             context = {c: spec.context_values.get(c, {}).get(rec[c], rec[c]) for c in q.context}
             context_text = " ".join(v for v in context.values() if v)
             cache[key] = plan.renderer.render(
-                q.template, question=q, answer=plan.answer_types[q.id],
+                q.template, question=q, answer=answer, options=options,
                 context_text=context_text, **context,
             )  # fmt: skip
         prompts.append(Prompt(systems[rec["subject_id"]], cache[key]))

@@ -16,6 +16,7 @@ from surveysim_core.plugins import Plugins
 from surveysim_core.prompts import PromptRenderer, default_templates
 from surveysim_core.protocols import Backend
 from surveysim_core.survey import Survey
+from surveysim_core.survey_files import resolve_survey
 from surveysim_core.sweep import variant_configs
 
 
@@ -74,9 +75,7 @@ def plan_run(config: RunConfig, source: str, plugins: Plugins) -> Plan:
     All problems are collected and raised together, each naming the file and dotted key.
     """
     errors: list[str] = []
-    survey = _errors_of(
-        lambda: plugins.surveys.get(config.survey, where=f"{source}: survey"), errors
-    )
+    survey = _errors_of(lambda: resolve_survey(config.survey, source, plugins), errors)
     if survey is None:
         raise ConfigError("\n".join(errors))
     if config.survey_options or survey.Options is not None:

@@ -83,6 +83,9 @@ class Metric:
     lower_is_better: ClassVar[bool | None] = None
     #: whether the run summary shows this metric
     summary: ClassVar[bool] = False
+    #: whether ``__call__`` takes ``weights=`` and ``model_weights=`` (survey weights, one per
+    #: row; surveysim_core.weights); a metric without them is computed unweighted, with a warning
+    weighted: ClassVar[bool] = False
 
     #: whether :meth:`point` scores point predictions (e.g. the ``expected`` readout, E[a])
     scores_points: ClassVar[bool] = False

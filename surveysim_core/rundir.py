@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from surveysim_core.config import RunConfig
+from surveysim_core.survey_files import survey_label
 
 
 def stderr_progress(message: str) -> None:
@@ -53,10 +54,11 @@ def _new_or_resumed(config: RunConfig, resume: bool) -> Path:
 
             return max(candidates, key=newest_unfinished_first)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    path = base / f"{config.survey}-{stamp}"
+    name = survey_label(config.survey)
+    path = base / f"{name}-{stamp}"
     suffix = 1
     while path.exists():
-        path = base / f"{config.survey}-{stamp}-{suffix}"
+        path = base / f"{name}-{stamp}-{suffix}"
         suffix += 1
     return path
 

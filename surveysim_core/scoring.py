@@ -12,6 +12,7 @@ import pandas as pd
 
 from surveysim_core.answers import AnswerDistribution, AnswerType
 from surveysim_core.protocols import Metric
+from surveysim_core.weights import call_metric, item_weights
 
 METRIC_COLUMNS = [
     "system", "setting", "readout", "question", "temperature", "segment", "metric", "value",
@@ -65,6 +66,7 @@ def score_system(
     """
     rows = []
     human_all = items["answer"].to_numpy(float)
+    weights_all = item_weights(items)
     segs = list(segment_masks(items, respondents, segments))
     for qid in items["question"].unique():
         qmask = (items["question"] == qid).to_numpy()
@@ -76,6 +78,7 @@ def score_system(
             sub = distribution.subset(mask)
             model = AnswerDistribution(sub.probs[:, : len(answer.support)], sub.exact)
             human = human_all[mask]
+            weights = None if weights_all is None else weights_all[mask]
             for name, metric in metrics.items():
                 if not applicable(metric, answer, distribution.exact):
                     continue
@@ -84,7 +87,7 @@ def score_system(
                         continue
                     value = metric.point(human, points[mask], answer)
                 else:
-                    value = metric(human, model, answer)
+                    value = call_metric(metric, human, model, answer, weights)
                 rows.append(
                     {
                         "system": system,
@@ -118,6 +121,8 @@ def floor_rows(
       Halves have n/2 answers each, so this floor is slightly pessimistic for n-sized samples.
     * ``floor:uniform``: every answer equally likely (exact distribution).
     * ``floor:marginal``: the training split's answer distribution for the question (exact).
+
+    With survey weights (``weight`` column) every floor is weighted (surveysim_core.weights).
     """
     rng = np.random.default_rng(seed)
     rows: list[dict[str, Any]] = []
@@ -133,6 +138,7 @@ def floor_rows(
     for qid in test_items["question"].unique():
         answer = answer_types[qid]
         human = test_items.loc[test_items["question"] == qid, "answer"].to_numpy(float)
+        weights = item_weights(test_items[test_items["question"] == qid])
         n = len(human)
         k = len(answer.support)
         population = {
@@ -145,8 +151,11 @@ def floor_rows(
                 order = rng.permutation(n)
                 a, b = human[order[: n // 2]], human[order[n // 2 :]]
                 as_model = AnswerDistribution.from_codes(b, answer)
+                wa = wb = None
+                if weights is not None:
+                    wa, wb = weights[order[: n // 2]], weights[order[n // 2 :]]
                 for name, metric in population.items():
-                    draws[name].append(metric(a, as_model, answer))
+                    draws[name].append(call_metric(metric, a, as_model, answer, wa, wb))
             for name, values in draws.items():
                 values_arr = np.asarray(values, float)
                 rows.append(
@@ -154,14 +163,20 @@ def floor_rows(
                         float(np.nanstd(values_arr, ddof=1)), n)
                 )  # fmt: skip
         uniform = np.full(k, 1.0 / k)
-        train_codes = train_items.loc[train_items["question"] == qid, "answer"].to_numpy(float)
-        counts = np.bincount(answer.index_of(train_codes), minlength=k).astype(float)[:k]
+        train_q = train_items[train_items["question"] == qid]
+        train_codes = train_q["answer"].to_numpy(float)
+        train_idx = answer.index_of(train_codes)
+        train_w = item_weights(train_q)
+        counts = np.bincount(
+            train_idx, weights=None if train_w is None else train_w, minlength=k
+        ).astype(float)[:k]
         marginal = counts / counts.sum() if counts.sum() else uniform
         for system, dist in [("floor:uniform", uniform), ("floor:marginal", marginal)]:
             model = AnswerDistribution.constant(dist, n)
             for name, metric in metrics.items():
                 if applicable(metric, answer, exact=True):
-                    rows.append(row(system, qid, name, metric(human, model, answer), np.nan, n))
+                    value = call_metric(metric, human, model, answer, weights)
+                    rows.append(row(system, qid, name, value, np.nan, n))
     return rows
 
 

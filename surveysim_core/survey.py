@@ -10,11 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from surveysim_core.conditions import check_condition_names
 from surveysim_core.config import format_validation_error, read_yaml
 from surveysim_core.errors import ConfigError
 
@@ -41,6 +42,12 @@ class QuestionSpec(_Strict):
         default_factory=list, description="Data columns that feed the template (e.g. intervention)."
     )
     parsers: list[str] | None = Field(None, description="Parser chain; default: the survey's.")
+    when: str | None = Field(
+        None, description="Condition: whom the question is asked (surveysim_core.conditions)."
+    )
+    option_order: Literal["fixed", "reversed", "shuffled", "forward_reversed"] | None = Field(
+        None, description="Order of this question's options; default: decoding.option_order."
+    )
 
 
 class SurveySpec(_Strict):
@@ -58,6 +65,9 @@ class SurveySpec(_Strict):
     metrics: list[str] | None = None
     segments: list[str] = Field(default_factory=list, description="Default metric segments.")
     synthetic_subjects: int | None = Field(None, description="Default synthetic population size.")
+    weight: str | None = Field(
+        None, description="Long-format column of each respondent's survey weight, if any."
+    )
 
     @model_validator(mode="after")
     def _unique(self) -> SurveySpec:
@@ -69,6 +79,7 @@ class SurveySpec(_Strict):
             for ctx in q.context:
                 if ctx in self.demographics:
                     raise ValueError(f"question {q.id}: context {ctx!r} is a demographic field")
+        check_condition_names(self)
         return self
 
     def question(self, qid: str) -> QuestionSpec:
@@ -115,7 +126,12 @@ class Survey:
         # a template given as a file name is read from beside the YAML
         for name, value in list(data.get("templates", {}).items()):
             if isinstance(value, str) and value.endswith(".j2") and "\n" not in value:
-                data["templates"][name] = (base / value).read_text(encoding="utf-8")
+                try:
+                    data["templates"][name] = (base / value).read_text(encoding="utf-8")
+                except OSError as exc:
+                    raise ConfigError(
+                        f"{path}: templates.{name}: cannot read {base / value}: {exc.strerror}"
+                    ) from None
         try:
             spec = SurveySpec.model_validate(data)
         except ValidationError as exc:

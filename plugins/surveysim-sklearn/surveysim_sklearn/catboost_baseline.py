@@ -24,7 +24,7 @@ from catboost import CatBoostClassifier, CatBoostRegressor, Pool
 
 from surveysim_core.protocols import Baseline, BaselinePrediction, ItemSet
 
-from .features import QuestionData, question_data, to_codes
+from .features import QuestionData, question_data, sample_weights, to_codes
 from .grid_baseline import assemble, plan
 from .grids import CatBoostOptions, catboost_settings
 
@@ -57,13 +57,13 @@ def fit_predict(
     }
     if qd.ordered:
         model = CatBoostRegressor(loss_function="RMSE", **common)
-        model.fit(Pool(x_train, target, cat_features=cat_features))
+        model.fit(Pool(x_train, target, cat_features=cat_features, weight=sample_weights(qd)))
         predicted = model.predict(Pool(x_test, cat_features=cat_features))
         return to_codes(predicted, qd.answer)
     support = np.asarray(qd.answer.support, dtype=float)
     labels = qd.answer.index_of(target)  # class = position in support, valid by construction
     model = CatBoostClassifier(loss_function="MultiClass", **common)
-    model.fit(Pool(x_train, labels, cat_features=cat_features))
+    model.fit(Pool(x_train, labels, cat_features=cat_features, weight=sample_weights(qd)))
     predicted = np.asarray(model.predict(Pool(x_test, cat_features=cat_features))).reshape(-1)
     return support[predicted.astype(int)]
 

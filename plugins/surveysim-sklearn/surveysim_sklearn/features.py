@@ -31,8 +31,8 @@ from surveysim_core.protocols import ItemSet
 
 log = logging.getLogger(__name__)
 
-#: items columns that are never features
-ITEM_COLUMNS = ("subject_id", "question", "seq", "answer", "answer_text")
+#: items columns that are never features ("weight": survey weights, surveysim_core.weights)
+ITEM_COLUMNS = ("subject_id", "question", "seq", "answer", "answer_text", "weight")
 MISSING = "<missing>"
 
 
@@ -198,3 +198,11 @@ def question_data(train: ItemSet, test: ItemSet) -> list[QuestionData]:
             )
         )
     return out
+
+
+def sample_weights(qd: QuestionData) -> np.ndarray | None:
+    """The survey weights of a question's training rows, for ``fit(sample_weight=...)``; None
+    when the data have no weights."""
+    if "weight" not in qd.train.columns:
+        return None
+    return qd.train["weight"].to_numpy(dtype=float)

@@ -30,7 +30,7 @@ from sklearn.svm import SVC, SVR, LinearSVC, LinearSVR
 
 from surveysim_core.protocols import Baseline, BaselinePrediction, ItemSet
 
-from .features import QuestionData, question_data, to_codes
+from .features import QuestionData, question_data, sample_weights, to_codes
 from .grid_baseline import assemble, plan
 from .grids import SVROptions, svr_settings
 
@@ -72,15 +72,21 @@ def fit_predict(
     ordered: bool,
     options: SVROptions,
     seed: int,
+    sample_weight: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Fit one model; the test rows' predictions on the [0, 1] scale (ordered) or codes."""
+    """Fit one model; the test rows' predictions on the [0, 1] scale (ordered) or codes.
+    ``sample_weight``: survey weights of the training rows (weighted fit), or None."""
     if len(np.unique(target)) == 1:
         return np.full(len(x_test), float(target[0]))
     model = _model(params, ordered, options, seed)
-    centre = float(np.mean(target)) if ordered and params["kernel"] == "linear" else 0.0
+    centre = (
+        float(np.average(target, weights=sample_weight))
+        if ordered and params["kernel"] == "linear"
+        else 0.0
+    )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
-        model.fit(x_train, target - centre if ordered else target)
+        model.fit(x_train, target - centre if ordered else target, sample_weight=sample_weight)
     if any(issubclass(w.category, ConvergenceWarning) for w in caught):
         log.info("svr %s: stopped at max_iter=%d", params, options.max_iter)
     return np.asarray(model.predict(x_test), dtype=float) + centre
@@ -116,6 +122,7 @@ class SVRBaseline(Baseline):
                 questions[task.question].ordered,
                 options,
                 seed,
+                sample_weights(questions[task.question]),
             )
             for task in tasks
         )

@@ -28,6 +28,12 @@ Choices the paper leaves open, fixed here:
   plain RMSE of the points.
 * **Pearson** is the correlation of the point prediction (E[a] given a valid answer, for a
   distribution) with the true answers.
+* **Survey weights** (``weights``, one per row; ``model_weights`` for the model's rows where they
+  are other respondents, as in the split-half floor): each row counts ``w_i`` times, with the
+  weights rescaled to mean 1 so that histograms still sum to the number of answers. Histograms
+  become ``c_k = sum_i w_i [y_i = k]``, the model's ``m_k = sum_i w_i P_ik``; RMSE
+  ``sqrt(sum_i w_i sum_a P_ia (a - y_i)^2 / sum_i w_i sum_a P_ia)``; accuracy, success rate and
+  NLL are weighted means. Without weights every ``w_i`` is 1.
 """
 
 from __future__ import annotations
@@ -36,14 +42,34 @@ import numpy as np
 
 from surveysim_core.answers import AnswerDistribution, AnswerType
 from surveysim_core.protocols import Metric
+from surveysim_core.weights import normalised
 
 SMOOTHING = 0.5
 
 
-def human_counts(codes: np.ndarray, answer: AnswerType) -> np.ndarray:
-    """Count of each support value among the human answers."""
+def human_counts(
+    codes: np.ndarray, answer: AnswerType, weights: np.ndarray | None = None
+) -> np.ndarray:
+    """Count (weighted count) of each support value among the human answers."""
     idx = answer.index_of(codes)
-    return np.bincount(idx[idx >= 0], minlength=len(answer.support)).astype(float)
+    ok = idx >= 0
+    w = None if weights is None else np.asarray(weights, float)[ok]
+    return np.bincount(idx[ok], weights=w, minlength=len(answer.support)).astype(float)
+
+
+def model_mass(model: AnswerDistribution, weights: np.ndarray | None = None) -> np.ndarray:
+    """The model's (weighted) expected count of each support value."""
+    if weights is None:
+        return model.probs.sum(axis=0)
+    return (model.probs * np.asarray(weights, float)[:, None]).sum(axis=0)
+
+
+def _weights(weights, model_weights, n_human: int, n_model: int):
+    """Human and model row weights, each rescaled to mean 1 (None where there are none)."""
+    if weights is None:
+        return None, None
+    model_weights = weights if model_weights is None else model_weights
+    return normalised(weights, n_human), normalised(model_weights, n_model)
 
 
 def binned(counts: np.ndarray, answer: AnswerType) -> np.ndarray:
@@ -78,12 +104,16 @@ class KL(Metric):
     level = "population"
     lower_is_better = True
     summary = True
+    weighted = True
 
-    def __call__(self, human, model: AnswerDistribution, answer: AnswerType) -> float:
-        mass = model.probs.sum(axis=0)
+    def __call__(self, human, model: AnswerDistribution, answer: AnswerType, weights=None,
+                 model_weights=None) -> float:  # fmt: skip
+        wh, wm = _weights(weights, model_weights, len(human), len(model))
+        mass = model_mass(model, wm)
         if mass.sum() <= 0 or len(human) == 0:
             return float("nan")
-        return kl_divergence(binned(human_counts(human, answer), answer), binned(mass, answer))
+        counts = human_counts(human, answer, wh)
+        return kl_divergence(binned(counts, answer), binned(mass, answer))
 
 
 class RMSE(Metric):
@@ -92,13 +122,16 @@ class RMSE(Metric):
     lower_is_better = True
     summary = True
     needs_order = True
+    weighted = True
 
-    def __call__(self, human, model: AnswerDistribution, answer: AnswerType) -> float:
+    def __call__(self, human, model: AnswerDistribution, answer: AnswerType, weights=None,
+                 model_weights=None) -> float:  # fmt: skip
         squared = (answer.support[None, :] - np.asarray(human, float)[:, None]) ** 2
-        mass = model.probs.sum()
+        probs = model.probs * normalised(weights, len(model))[:, None]
+        mass = probs.sum()
         if mass <= 0:
             return float("nan")
-        return float(np.sqrt(np.sum(model.probs * squared) / mass))
+        return float(np.sqrt(np.sum(probs * squared) / mass))
 
     scores_points = True
 
@@ -148,9 +181,13 @@ class SuccessRate(Metric):
     # coverage of the answer set, not closeness to people: shown, never used to pick a best
     lower_is_better = None
     summary = True
+    weighted = True
 
-    def __call__(self, human, model: AnswerDistribution, answer: AnswerType) -> float:
-        return float(model.probs.sum(axis=1).mean()) if len(model) else float("nan")
+    def __call__(self, human, model: AnswerDistribution, answer: AnswerType, weights=None,
+                 model_weights=None) -> float:  # fmt: skip
+        if not len(model):
+            return float("nan")
+        return float(np.mean(model.probs.sum(axis=1) * normalised(weights, len(model))))
 
 
 class Wasserstein(Metric):
@@ -158,20 +195,24 @@ class Wasserstein(Metric):
     level = "population"
     lower_is_better = True
     needs_order = True
+    weighted = True
 
-    def __call__(self, human, model: AnswerDistribution, answer: AnswerType) -> float:
-        mass = model.probs.sum(axis=0)
+    def __call__(self, human, model: AnswerDistribution, answer: AnswerType, weights=None,
+                 model_weights=None) -> float:  # fmt: skip
+        wh, wm = _weights(weights, model_weights, len(human), len(model))
+        mass = model_mass(model, wm)
         if mass.sum() <= 0 or len(human) == 0:
             return float("nan")
-        return wasserstein_normalised(human_counts(human, answer), mass, answer)
+        return wasserstein_normalised(human_counts(human, answer, wh), mass, answer)
 
 
 class Representativeness(Wasserstein):
     name = "representativeness"
     lower_is_better = False  # 1 - Wasserstein
 
-    def __call__(self, human, model: AnswerDistribution, answer: AnswerType) -> float:
-        return 1.0 - super().__call__(human, model, answer)
+    def __call__(self, human, model: AnswerDistribution, answer: AnswerType, weights=None,
+                 model_weights=None) -> float:  # fmt: skip
+        return 1.0 - super().__call__(human, model, answer, weights, model_weights)
 
 
 class Accuracy(Metric):
@@ -181,14 +222,17 @@ class Accuracy(Metric):
     level = "individual"
     lower_is_better = False
     summary = True
+    weighted = True
 
-    def __call__(self, human, model: AnswerDistribution, answer: AnswerType) -> float:
+    def __call__(self, human, model: AnswerDistribution, answer: AnswerType, weights=None,
+                 model_weights=None) -> float:  # fmt: skip
         idx = answer.index_of(human)
-        mass = model.probs.sum()
+        w = normalised(weights, len(idx))
+        mass = (model.probs.sum(axis=1) * w).sum()
         if mass <= 0:
             return float("nan")
         hit = model.probs[np.arange(len(idx)), np.maximum(idx, 0)] * (idx >= 0)
-        return float(hit.sum() / mass)
+        return float((hit * w).sum() / mass)
 
 
 class NegativeLogLikelihood(Metric):
@@ -202,8 +246,11 @@ class NegativeLogLikelihood(Metric):
     lower_is_better = True
     summary = True
     needs_exact = True
+    weighted = True
 
-    def __call__(self, human, model: AnswerDistribution, answer: AnswerType) -> float:
+    def __call__(self, human, model: AnswerDistribution, answer: AnswerType, weights=None,
+                 model_weights=None) -> float:  # fmt: skip
         idx = answer.index_of(human)
         p = model.probs[np.arange(len(idx)), np.maximum(idx, 0)] * (idx >= 0)
-        return float(-np.mean(np.log(np.maximum(p, 1e-12))))
+        w = normalised(weights, len(idx))
+        return float(-np.mean(w * np.log(np.maximum(p, 1e-12))))

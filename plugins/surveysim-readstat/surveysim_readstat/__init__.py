@@ -1,0 +1,1 @@
+"""SPSS (.sav) and Stata (.dta) files for surveysim."""
