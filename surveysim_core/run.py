@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from surveysim_core import logs
 from surveysim_core.answers import AnswerDistribution, AnswerType, answer_type_from_spec
 from surveysim_core.config import RunConfig, validate_options
 from surveysim_core.data import SurveyData, read_table, validate_long
@@ -25,17 +26,13 @@ from surveysim_core.plugins import Plugins
 from surveysim_core.preflight import preflight
 from surveysim_core.prompts import PromptRenderer, default_templates, render_demographics
 from surveysim_core.protocols import Example, ItemSet, Progress, Prompt
-from surveysim_core.report import write_report
-from surveysim_core.rundir import (
-    RunDir,
-    choose_run_dir,
-    config_hash,
-    is_main_process,
-    stderr_progress,
-)
+from surveysim_core.report import system_headline, write_report
+from surveysim_core.rundir import RunDir, choose_run_dir, config_hash, is_main_process
 from surveysim_core.scoring import (
+    DIFFERENCE_COLUMNS,
     METRIC_COLUMNS,
     calibrated_temperature,
+    difference_rows,
     floor_rows,
     readout_rows,
     score_system,
@@ -297,7 +294,7 @@ def execute(
     run_dir: str | None = None,
     progress: Progress | None = None,
 ) -> Run:
-    progress = progress or Progress(stderr_progress)
+    progress = Progress(logs.teed(progress.report)) if progress else Progress(logs.stage)
     started = time.time()
     timings: dict[str, float] = {}
     plan = plan_run(config, source, plugins)
@@ -314,6 +311,8 @@ def execute(
             )
         progress(f"resuming {path}")
     rd = RunDir(path)
+    if rd.main:
+        logs.attach_run_log(path)
     rd.write_text("config.yaml", yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
     rd.write_text("config.hash", config_hash(config) + "\n")
     progress(f"run directory: {path}")
@@ -359,15 +358,18 @@ def execute(
     all_rows: list[pd.DataFrame] = []
     settings_rows: list[dict[str, Any]] = []
     fmt = config.output.predictions_format
+    draws: dict = {}  # bootstrap draws of overall rows, for paired differences
 
     option_orders = {
         q.id: q.option_order or config.decoding.option_order for q in plan.survey.spec.questions
     }
 
     def scored(system, setting, temperature, decoded_dist) -> pd.DataFrame:
+        ev = config.evaluation
         return pd.DataFrame(
             score_system(system, setting, temperature, test.items, test.respondents, decoded_dist,
-                         plan.answer_types, plan.metrics, segments)
+                         plan.answer_types, plan.metrics, segments, bootstrap=ev.bootstrap,
+                         seed=ev.seed, draws=draws)
             + position_rows(system, setting, temperature, test.items, decoded_dist.probs,
                             plan.answer_types, option_orders, config.decoding.seed),
             columns=METRIC_COLUMNS,
@@ -412,6 +414,7 @@ def execute(
         rd.write_frame(f"systems/{name}/settings.csv", pd.DataFrame(sets))
         frame = pd.concat(frames, ignore_index=True)
         rd.write_frame(metrics_file, frame)
+        progress(system_headline(frame))
         all_rows.append(frame)
         settings_rows += sets
         timings[f"baseline:{name}"] = time.time() - tick
@@ -432,17 +435,22 @@ def execute(
                 segments,
                 all_rows,
                 settings_rows,
+                draws,
             )
         )
 
     # -- floors, metrics, report -------------------------------------------------------------
     floors = pd.DataFrame(
         floor_rows(test.items, train.items, plan.answer_types, plan.metrics,
-                   config.evaluation.bootstrap, config.evaluation.seed),
+                   config.evaluation.bootstrap, config.evaluation.seed,
+                   test.respondents, train.respondents, segments),
         columns=METRIC_COLUMNS,
     )  # fmt: skip
     metrics = pd.concat([*all_rows, floors], ignore_index=True)
     rd.write_frame("metrics.csv", metrics)
+    rd.write_frame(
+        "differences.csv", pd.DataFrame(difference_rows(metrics, draws), columns=DIFFERENCE_COLUMNS)
+    )
     settings = pd.DataFrame(settings_rows, columns=["system", "setting", "params"])
     rd.write_frame("settings.csv", settings)
     timings["total"] = time.time() - started
@@ -457,6 +465,7 @@ def execute(
         write_report(run)
     write_summary(run)
     rd.write_text("status.json", json.dumps({"finished": True, "timings_s": timings}, indent=2))
+    logs.detach_run_log()
     latest = path.parent / "latest"
     if rd.main and path.parent == Path(config.output.dir):
         try:
@@ -568,7 +577,18 @@ def _write_distributions(rd, name: str, test: ItemSet, dists, plan) -> None:
 
 
 def _run_backend(
-    plan, rd, train, val, test, resume, progress, plugins, segments, all_rows, settings_rows
+    plan,
+    rd,
+    train,
+    val,
+    test,
+    resume,
+    progress,
+    plugins,
+    segments,
+    all_rows,
+    settings_rows,
+    draws=None,
 ):
     cfg = plan.config
     timings: dict[str, float] = {}
@@ -609,7 +629,9 @@ def _run_backend(
         frames = [
             pd.DataFrame(
                 readout_rows(system, cfg.backend.name, test.items, test.respondents, dists,
-                             plan.answer_types, plan.metrics, segments, calibrated=t_cal),
+                             plan.answer_types, plan.metrics, segments, calibrated=t_cal,
+                             bootstrap=cfg.evaluation.bootstrap, seed=cfg.evaluation.seed,
+                             draws=draws),
                 columns=METRIC_COLUMNS,
             )
         ]  # fmt: skip
@@ -627,6 +649,7 @@ def _run_backend(
         rd.write_frame(f"systems/{system}/predictions.{fmt}", pd.concat(preds, ignore_index=True))
         frame = pd.concat(frames, ignore_index=True)
         rd.write_frame(metrics_file, frame)
+        progress(system_headline(frame))
         all_rows.append(frame)
         params = {"calibrated_temperature": t_cal} if t_cal is not None else {}
         settings_rows.append(
