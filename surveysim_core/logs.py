@@ -37,7 +37,7 @@ class _TqdmConsole(logging.Handler):
         try:
             text = self.format(record)
             try:
-                from tqdm import tqdm
+                from tqdm import tqdm  # type: ignore[import-untyped]
             except ImportError:  # tqdm comes with the model plugins; the core runs without it
                 print(text, file=sys.stderr, flush=True)
             else:

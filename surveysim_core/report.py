@@ -219,7 +219,8 @@ def system_headline(frame: pd.DataFrame) -> str:
         if bits:
             parts.append(f"{qid}: " + ", ".join(bits))
     settings = rows[["setting", "temperature", "readout"]].drop_duplicates()
-    note = f" (best of {len(settings)} settings and readouts)" if len(settings) > 1 else ""
+    kind = "settings" if rows["setting"].nunique() > 1 else "temperatures and readouts"
+    note = f" (best of {len(settings)} {kind})" if len(settings) > 1 else ""
     return f"scored {system}{note}: " + "; ".join(parts)
 
 
@@ -433,7 +434,9 @@ def _headline_table(q: pd.DataFrame) -> str:
             & same_t
         ].set_index("metric")  # fmt: skip
         label = system_label(system, setting, t, multi, readout)
-        rec = {"system": label + (f" ({', '.join(notes)} of the grid)" if notes else "")}
+        rec: dict[str, Any] = {
+            "system": label + (f" ({', '.join(notes)} of the grid)" if notes else "")
+        }
         for m in wanted:
             rec[m] = _with_ci(g.loc[m]) if m in g.index else ""
         rec["n"] = int(g["n"].max()) if len(g) else 0
@@ -463,7 +466,7 @@ def chosen_systems(metrics: pd.DataFrame, question: str) -> list[pd.Series]:
 
 def histograms(run: Run, preds: pd.DataFrame, plt: Any) -> list[dict[str, str]]:
     """Per question: human answers against the chosen systems' answers, as shares per bin."""
-    out = []
+    out: list[dict[str, str]] = []
     if preds.empty:
         return out
     for qid, answer in run.plan.answer_types.items():
@@ -518,7 +521,7 @@ def histograms(run: Run, preds: pd.DataFrame, plt: Any) -> list[dict[str, str]]:
 def segment_tables(metrics: pd.DataFrame) -> list[dict[str, Any]]:
     """Per question: each segment's n, the best overall system's KL and RMSE with CIs, and the
     floors of that segment; segments with fewer than ``SMALL_N`` answers are flagged."""
-    out = []
+    out: list[dict[str, Any]] = []
     seg = metrics[metrics["segment"] != "all"].copy()
     if seg.empty:
         return out
@@ -781,7 +784,7 @@ def provenance(run: Run) -> list[tuple[str, str]]:
         if data.exists():
             text += f"; {data.name} sha256 {_sha256(data)}"
     else:
-        path = Path(cfg.data.path)
+        path = Path(cfg.data.path or "")
         text = f"file {path}"
         if path.exists():
             text += f", sha256 {_sha256(path)}"

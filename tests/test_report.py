@@ -125,3 +125,31 @@ def test_headline_table_shows_a_grid_by_its_best_settings_once_each():
     (h,) = headlines(frame, pd.DataFrame())
     assert h.table.count("svr [svr-3] (best kl, best rmse of the grid)") == 1
     assert "svr-1" not in h.table and "svr-4" not in h.table
+
+
+def test_readouts_are_named_and_kept_apart():
+    rows = [
+        # system, setting, readout, temperature, metric, value
+        ("marginal", "training-marginal", "answer", None, "kl", 0.20),
+        ("marginal", "training-marginal", "answer", None, "rmse", 30.0),
+        ("fine_tuned", "hf", "sample", 1.0, "kl", 0.10),
+        ("fine_tuned", "hf", "sample", 1.0, "rmse", 25.0),
+        ("fine_tuned", "hf", "sample", 1.0, "success_rate", 1.0),
+        ("fine_tuned", "hf", "expected", 1.0, "rmse", 18.0),  # E[a]: point metrics only
+        ("fine_tuned", "hf", "greedy", 0.0, "kl", 0.9),
+        ("fine_tuned", "hf", "greedy", 0.0, "rmse", 22.0),
+        ("fine_tuned", "hf", "greedy", 0.0, "success_rate", 1.0),
+    ]
+    frame = pd.DataFrame(rows, columns=["system", "setting", "readout", "temperature", "metric",
+                                        "value"])  # fmt: skip
+    frame = frame.assign(question="q", segment="all", sd=np.nan, ci_low=frame["value"] - 0.01,
+                         ci_high=frame["value"] + 0.01, n=10)  # fmt: skip
+    frame["temperature"] = frame["temperature"].astype(float)
+    (h,) = headlines(frame, pd.DataFrame())
+    assert "<b class='best'>fine_tuned t=1</b> with 0.100" in h.sentences[0]
+    assert "<b class='best'>fine_tuned t=1 (expected)</b> with 18.00" in h.sentences[1]
+    # the E[a] readout has no KL and no success rate, and is not a failure
+    assert failed_systems(frame) == []
+    # one table row per readout: sample, expected and greedy of fine_tuned, and the baseline
+    for label in ("fine_tuned t=1<", "fine_tuned t=1 (expected)<", "fine_tuned t=0<"):
+        assert h.table.count(label) == 1, label
