@@ -402,7 +402,9 @@ def headlines(metrics: pd.DataFrame, diffs: pd.DataFrame) -> list[Headline]:
 def _headline_table(q: pd.DataFrame) -> str:
     """Per system (best setting of a grid by each metric): KL, RMSE and success, with CIs."""
     wanted = [
-        m for m in ("kl", "rmse", "wasserstein", "nll", "success_rate") if m in set(q["metric"])
+        m
+        for m in ("kl", "rmse", "pearson", "wasserstein", "nll", "success_rate")
+        if m in set(q["metric"])
     ]
     # (system, setting, readout, t) -> notes
     keep: dict[tuple[str, str, str, float], list[str]] = {}
