@@ -466,8 +466,26 @@ def chosen_systems(metrics: pd.DataFrame, question: str) -> list[pd.Series]:
     return out
 
 
+def exact_mass(run_dir: Path, row: Any, question: str, answer: Any) -> np.ndarray | None:
+    """A language-model system's expected answer counts per support value for one question
+    and temperature, from its ``distributions.parquet`` (exact decoders); None without it."""
+    path = Path(run_dir) / "systems" / str(row["system"]) / "distributions.parquet"
+    if not path.exists() or pd.isna(row["temperature"]):
+        return None
+    try:
+        frame = pd.read_parquet(path, columns=["temperature", "question", "probs"])
+    except (ImportError, OSError, ValueError):
+        return None
+    frame = frame[(frame["temperature"] == row["temperature"]) & (frame["question"] == question)]
+    if frame.empty:
+        return None
+    probs = np.array([np.asarray(p, float) for p in frame["probs"]])
+    return probs[:, : len(answer.support)].sum(axis=0)
+
+
 def histograms(run: Run, preds: pd.DataFrame, plt: Any) -> list[dict[str, str]]:
-    """Per question: human answers against the chosen systems' answers, as shares per bin."""
+    """Per question: human answers against the chosen systems' answers, as shares per bin
+    (for an exact decoder: its expected shares, from ``distributions.parquet``)."""
     out: list[dict[str, str]] = []
     if preds.empty:
         return out
@@ -493,16 +511,27 @@ def histograms(run: Run, preds: pd.DataFrame, plt: Any) -> list[dict[str, str]]:
             counts = np.bincount(bins[idx], minlength=nbins).astype(float)
             return counts / counts.sum() if counts.sum() else counts
 
+        def mass_shares(mass: np.ndarray, bins=bins, nbins=nbins) -> np.ndarray:
+            counts = np.bincount(bins, weights=mass, minlength=nbins)
+            return counts / counts.sum() if counts.sum() else counts
+
         first = _of(sub, chosen[0]) if chosen else sub
         series = [("humans (test)", shares(first["true_answer"].to_numpy(float)))]
         for row in chosen:
             p = _of(sub, row)
             if len(p):
                 label = _label(row, multi)
-                valid = p["answer"].notna().mean()
-                if valid < 1:
+                mass = exact_mass(run.dir, row, str(qid), answer)
+                if mass is not None:
+                    valid = float(mass.sum()) / len(p)
+                    values = mass_shares(mass)
+                    label += " (exact)"
+                else:
+                    valid = p["answer"].notna().mean()
+                    values = shares(p["answer"].to_numpy(float))
+                if valid < 0.995:
                     label += f" ({valid:.0%} valid)"
-                series.append((label, shares(p["answer"].to_numpy(float))))
+                series.append((label, values))
         fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * nbins * len(series) / 2), 3.4))
         width = 0.8 / len(series)
         x = np.arange(nbins)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 from surveysim_sklearn.report import _failures, _zoom, kl_rmse_table
 
 from surveysim_core.report import (
@@ -153,3 +154,26 @@ def test_readouts_are_named_and_kept_apart():
     # one table row per readout: sample, expected and greedy of fine_tuned, and the baseline
     for label in ("fine_tuned t=1<", "fine_tuned t=1 (expected)<", "fine_tuned t=0<"):
         assert h.table.count(label) == 1, label
+
+
+def test_exact_mass_sums_the_stored_distributions(tmp_path):
+
+    pytest.importorskip("pyarrow")
+    from surveysim_std.answer_types import IntegerAnswer, IntegerOptions
+
+    from surveysim_core.report import exact_mass
+
+    five = IntegerAnswer(IntegerOptions(min=1, max=5))
+    folder = tmp_path / "systems" / "fine_tuned"
+    folder.mkdir(parents=True)
+    pd.DataFrame(
+        {
+            "temperature": [1.0, 1.0, 0.0, 1.0],
+            "question": ["q", "q", "q", "other"],
+            "probs": [[0.5, 0.5, 0, 0, 0], [0, 0.2, 0.3, 0.4, 0], [1, 0, 0, 0, 0], [0, 0, 0, 0, 1]],
+        }
+    ).to_parquet(folder / "distributions.parquet")
+    row = pd.Series({"system": "fine_tuned", "temperature": 1.0})
+    # t=1 rows of q only: 0.5+0, 0.5+0.2, 0+0.3, 0+0.4, 0+0 (0.1 of the second row is failure)
+    np.testing.assert_allclose(exact_mass(tmp_path, row, "q", five), [0.5, 0.7, 0.3, 0.4, 0.0])
+    assert exact_mass(tmp_path, pd.Series({"system": "svr", "temperature": 1.0}), "q", five) is None
