@@ -124,7 +124,9 @@ class EvaluationSection(Strict):
         default_factory=lambda: PluginRef(name="test_split"),
         description="Sampler of virtual participants' demographics.",
     )
-    bootstrap: int = Field(200, ge=2, description="Bootstrap draws for the split-half floor.")
+    bootstrap: int = Field(
+        200, ge=2, description="Bootstrap draws for confidence intervals and the floors."
+    )
     seed: int = Field(0, description="Seed for null models and the bootstrap.")
 
 

@@ -1,6 +1,13 @@
-"""The scoring stage: one path for every system. A system's result becomes metric rows, a
-predictions table and settings rows, written under ``systems/<name>/``; a resumed run reads back
-the systems already scored instead of running them again.
+"""The scoring stage: one path for every system. A system's result becomes metric rows (with
+bootstrap intervals), a predictions table and settings rows, written under ``systems/<name>/``;
+a resumed run reads back the systems already scored instead of running them again.
+
+Every system is scored on the same bootstrap resamples of the test respondents; the draws of its
+overall rows (``Scored.draws``) pair its values with every other system's for
+``differences.csv`` (:func:`surveysim_core.scoring.difference_rows`). They are kept beside the
+metrics (``systems/<name>/draws.npz``, arrays only) so that a resumed run still pairs the
+systems it kept; a system whose answers come from the result cache is scored afresh, so its
+draws are recomputed from the cached distributions.
 """
 
 from __future__ import annotations
@@ -16,8 +23,9 @@ import pandas as pd
 from surveysim_core.option_order import position_rows
 from surveysim_core.plan import Plan
 from surveysim_core.protocols import ItemSet, Progress, System, SystemAnswers, SystemResult
+from surveysim_core.report import system_headline
 from surveysim_core.rundir import RunDir
-from surveysim_core.scoring import METRIC_COLUMNS, readout_rows, score_system
+from surveysim_core.scoring import METRIC_COLUMNS, DrawKey, readout_rows, score_system
 from surveysim_core.systems import system_id
 
 #: metrics.csv: the tidy columns, then the id of the system's full settings
@@ -33,6 +41,8 @@ class Scored:
     settings: list[dict[str, Any]]
     predictions: pd.DataFrame | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    #: bootstrap draws of the overall rows, for paired differences (empty: none known)
+    draws: dict[DrawKey, np.ndarray] = field(default_factory=dict)
 
 
 def score_result(result: SystemResult, plan: Plan, test: ItemSet) -> Scored:
@@ -43,14 +53,19 @@ def score_result(result: SystemResult, plan: Plan, test: ItemSet) -> Scored:
     :func:`~surveysim_core.scoring.readout_rows` (greedy / sample, expected, calibrated).
     """
     sid = system_id(result.settings)
+    ev = plan.config.evaluation
+    draws: dict[DrawKey, np.ndarray] = {}
+    # the same respondent resamples for every system: differences between them are paired
+    boot: dict[str, Any] = {"bootstrap": ev.bootstrap, "seed": ev.seed, "draws": draws}
     rows: list[dict[str, Any]] = []
-    preds, settings = [], []
+    preds: list[pd.DataFrame] = []
+    settings: list[dict[str, Any]] = []
     by_setting: dict[str, dict[float, Any]] = {}
     for ans in result.answers:
         if ans.temperature is None:
             rows += score_system(
                 result.system, ans.setting, None, test.items, test.respondents,
-                ans.distribution, plan.answer_types, plan.metrics, plan.segments,
+                ans.distribution, plan.answer_types, plan.metrics, plan.segments, **boot,
             )  # fmt: skip
             # where the answer options were shown in another order: answers by position
             rows += position_rows(
@@ -73,11 +88,46 @@ def score_result(result: SystemResult, plan: Plan, test: ItemSet) -> Scored:
     for setting, dists in by_setting.items():
         rows += readout_rows(
             result.system, setting, test.items, test.respondents, dists, plan.answer_types,
-            plan.metrics, plan.segments, calibrated=result.calibrated_temperature,
+            plan.metrics, plan.segments, calibrated=result.calibrated_temperature, **boot,
         )  # fmt: skip
     metrics = pd.DataFrame(rows, columns=METRIC_COLUMNS).assign(system_id=sid)
     predictions = pd.concat(preds, ignore_index=True) if preds else None
-    return Scored(metrics, settings, predictions)
+    return Scored(metrics, settings, predictions, draws=draws)
+
+
+def write_draws(rd: RunDir, name: str, draws: dict[DrawKey, np.ndarray]) -> None:
+    """A system's bootstrap draws as ``draws.npz`` (one row per key, no pickles) and their keys
+    as ``draws.json``."""
+    keys = list(draws)
+    width = max((len(v) for v in draws.values()), default=0)
+    table = np.full((len(keys), width), np.nan)
+    for i, k in enumerate(keys):
+        table[i, : len(draws[k])] = draws[k]
+    folder = rd.path / f"systems/{name}"
+    if rd.main:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / "draws.tmp.npz"
+        np.savez(tmp, draws=table)
+        tmp.replace(folder / "draws.npz")
+    rd.write_text(f"systems/{name}/draws.json", json.dumps([list(k) for k in keys]))
+
+
+def read_draws(rd: RunDir, name: str) -> dict[DrawKey, np.ndarray]:
+    """The draws :func:`write_draws` kept; empty when there are none (a run from before they
+    were kept: its differences get no intervals)."""
+    folder = rd.path / f"systems/{name}"
+    try:
+        keys = json.loads((folder / "draws.json").read_text(encoding="utf-8"))
+        with np.load(folder / "draws.npz", allow_pickle=False) as arrays:
+            table = arrays["draws"]
+    except (OSError, ValueError, KeyError):
+        return {}
+    if len(keys) != len(table):
+        return {}
+    return {
+        (str(k[0]), str(k[1]), str(k[2]), str(k[3]), float(k[4]), str(k[5])): row[np.isfinite(row)]
+        for k, row in zip(keys, table, strict=True)
+    }
 
 
 def option_orders(plan: Plan) -> dict[str, str]:
@@ -143,6 +193,7 @@ def run_and_score(
                 Scored(
                     pd.read_csv(rd.path / f"{folder}/metrics.csv"),
                     pd.read_csv(rd.path / f"{folder}/settings.csv").to_dict("records"),
+                    draws=read_draws(rd, system.name),
                 )
             )
             continue
@@ -160,12 +211,14 @@ def run_and_score(
         rd.write_frame(
             f"{folder}/settings.csv", pd.DataFrame(scored.settings, columns=SETTINGS_COLUMNS)
         )
+        write_draws(rd, system.name, scored.draws)
         # last: its presence marks the system as done for a resumed run
         rd.write_frame(f"{folder}/metrics.csv", scored.metrics)
         scored.timings[f"system:{system.name}"] = time.time() - tick
         for key, value in getattr(system, "timings", {}).items():
             scored.timings[f"system:{system.name}:{key}"] = value
         progress(f"{system.name}: {len(scored.settings)} setting(s) in {time.time() - tick:.1f}s")
+        progress(system_headline(scored.metrics))
         out.append(scored)
     return out
 

@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from surveysim_core import logs
 from surveysim_core.cache import Cache, cache_root
 from surveysim_core.config import RunConfig
 from surveysim_core.errors import ConfigError, SurveysimError
@@ -31,14 +32,13 @@ from surveysim_core.plugins import Plugins
 from surveysim_core.preflight import preflight
 from surveysim_core.protocols import Example, ItemSet, Progress
 from surveysim_core.report import write_report
-from surveysim_core.rundir import (
-    RunDir,
-    choose_run_dir,
-    config_hash,
-    is_main_process,
-    stderr_progress,
+from surveysim_core.rundir import RunDir, choose_run_dir, config_hash, is_main_process
+from surveysim_core.scoring import (
+    DIFFERENCE_COLUMNS,
+    difference_rows,
+    floor_rows,
+    higher_is_better,
 )
-from surveysim_core.scoring import floor_rows
 from surveysim_core.split import split_by_subject
 from surveysim_core.summary import write_summary
 from surveysim_core.survey import Survey
@@ -90,13 +90,30 @@ def execute(
     progress: Progress | None = None,
 ) -> Run:
     """Run every stage of ``config`` into a run directory, and return the finished run."""
-    progress = progress or Progress(stderr_progress)
+    # stage lines go to the console and run.log (a caller's own progress is teed into run.log)
+    progress = Progress(logs.teed(progress.report)) if progress else Progress(logs.stage)
     started = time.time()
     timings: dict[str, float] = {}
     plan = plan_run(config, source, plugins)
     preflight(plan)
     rd = open_run_dir(config, resume, run_dir, progress)
+    try:
+        return _stages(plan, rd, plugins, resume, progress, started, timings)
+    finally:
+        logs.detach_run_log()
 
+
+def _stages(
+    plan: Plan,
+    rd: RunDir,
+    plugins: Plugins,
+    resume: bool,
+    progress: Progress,
+    started: float,
+    timings: dict[str, float],
+) -> Run:
+    """The stages after the run directory is open: items, systems, scoring, results, report."""
+    config = plan.config
     tick = time.time()
     train, val, test = item_sets(plan, rd, plugins, progress)
     timings["data"] = time.time() - tick
@@ -151,6 +168,8 @@ def open_run_dir(
                 f" ({describe_changes(latest, config)}): starting a new run, reusing cached results"
             )
     rd = RunDir(path)
+    if rd.main:
+        logs.attach_run_log(path)
     rd.write_text("config.yaml", yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
     rd.write_text("config.hash", config_hash(config) + "\n")
     progress(f"run directory: {path}")
@@ -230,15 +249,20 @@ def item_sets(
 def write_results(
     plan: Plan, rd: RunDir, scored: list[Scored], train: ItemSet, test: ItemSet
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """``metrics.csv`` (every system's rows and the noise floors) and ``settings.csv``."""
+    """``metrics.csv`` (every system's rows and the noise floors), ``differences.csv`` (paired
+    differences against the baselines) and ``settings.csv``."""
     config = plan.config
     floors = pd.DataFrame(
         floor_rows(test.items, train.items, plan.answer_types, plan.metrics,
-                   config.evaluation.bootstrap, config.evaluation.seed),
+                   config.evaluation.bootstrap, config.evaluation.seed,
+                   test.respondents, train.respondents, plan.segments),
         columns=SCORED_COLUMNS,
     ).assign(system_id="")  # fmt: skip
     metrics = pd.concat([*(s.metrics for s in scored), floors], ignore_index=True)
     rd.write_frame("metrics.csv", metrics)
+    draws = {k: v for s in scored for k, v in s.draws.items()}
+    differences = difference_rows(metrics, draws, higher_is_better(plan.metrics))
+    rd.write_frame("differences.csv", pd.DataFrame(differences, columns=DIFFERENCE_COLUMNS))
     settings = pd.DataFrame([r for s in scored for r in s.settings], columns=SETTINGS_COLUMNS)
     rd.write_frame("settings.csv", settings)
     return metrics, settings

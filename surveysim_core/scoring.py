@@ -1,9 +1,21 @@
-"""Scoring: metric rows per system, question, temperature and demographic segment, and the noise
-floors every run reports (split-half human agreement, uniform and training-marginal null models).
+"""Scoring: metric rows per system, question, temperature and demographic segment, with bootstrap
+confidence intervals over test respondents; paired differences between systems; and the noise
+floors every run reports (a sampling floor at the test sample's size, split-half human agreement,
+uniform and training-marginal null models).
+
+Uncertainty. Each metric row carries a 95% bootstrap interval (``ci_low``, ``ci_high``; the
+percentile interval re-centred on the estimate, :func:`bootstrap_interval`) and the bootstrap
+standard deviation (``sd``). A draw resamples the *respondents* of
+the row's question and segment with replacement (each drawn respondent brings all of their
+items), never single items, so that answers of one person stay together. The draws depend only on
+``evaluation.seed``, the question, the segment and the test respondents, so every system is
+scored on the same resampled respondents: differences between two systems are paired
+(:func:`difference_rows`).
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -16,7 +28,7 @@ from surveysim_core.weights import call_metric, item_weights
 
 METRIC_COLUMNS = [
     "system", "setting", "readout", "question", "temperature", "segment", "metric", "value",
-    "sd", "n",
+    "sd", "ci_low", "ci_high", "n",
 ]  # fmt: skip
 
 #: How a system's answers are read out (the ``readout`` column):
@@ -27,6 +39,99 @@ METRIC_COLUMNS = [
 #: with the lowest NLL on the validation split; ``distribution``: a null model's exact
 #: distribution (floors).
 READOUTS = ("answer", "greedy", "sample", "expected", "calibrated", "distribution")
+
+#: two-sided level of every bootstrap interval
+CI_LEVEL = 0.95
+
+#: key of a row's bootstrap draws: (system, setting, readout, question, temperature, metric),
+#: segment "all"; the temperature is -1.0 for systems without one (NaN keys never compare equal)
+DrawKey = tuple[str, str, str, str, float, str]
+
+DIFFERENCE_COLUMNS = [
+    "system", "setting", "readout", "question", "temperature", "metric", "against", "reference",
+    "reference_setting", "reference_readout", "value", "reference_value", "difference", "ci_low", "ci_high",
+    "higher_is_better",
+]  # fmt: skip
+
+
+def _text(value: Any) -> str:
+    return "" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value)
+
+
+def draw_key(
+    system: str, setting: Any, readout: Any, question: Any, temperature: Any, metric: str
+) -> DrawKey:
+    t = float(temperature) if temperature is not None and pd.notna(temperature) else -1.0
+    return (str(system), _text(setting), _text(readout), str(question), t, str(metric))
+
+
+def _rng(seed: int, *parts: str) -> np.random.Generator:
+    """A generator that depends only on ``seed`` and ``parts`` (not on Python's hash seed)."""
+    digest = hashlib.sha256("\x1f".join(parts).encode()).digest()
+    return np.random.default_rng([seed, int.from_bytes(digest[:8], "little")])
+
+
+def respondent_resamples(
+    subjects: np.ndarray, draws: int, seed: int, *key: str
+) -> list[np.ndarray]:
+    """Positions (into ``subjects``) of each bootstrap draw over respondents.
+
+    ``subjects`` holds the respondent of each item. A draw picks as many respondents as there
+    are, with replacement, and takes all items of each pick; the same ``seed``, ``key`` and
+    ``subjects`` always give the same draws.
+    """
+    subjects = np.asarray(subjects).astype(str)
+    unique, inverse = np.unique(subjects, return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    starts = np.searchsorted(inverse[order], np.arange(len(unique)))
+    ends = np.append(starts[1:], len(order))
+    rng = _rng(seed, *key)
+    out = []
+    for _ in range(draws):
+        picks = rng.integers(0, len(unique), len(unique))
+        out.append(np.concatenate([order[starts[p] : ends[p]] for p in picks]))
+    return out
+
+
+def percentile_interval(values: np.ndarray, level: float = CI_LEVEL) -> tuple[float, float]:
+    """The percentile interval of bootstrap ``values`` (NaN draws left out; NaN if none)."""
+    values = np.asarray(values, float)
+    values = values[np.isfinite(values)]
+    if len(values) == 0:
+        return float("nan"), float("nan")
+    tail = 100 * (1 - level) / 2
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def bootstrap_interval(
+    value: float, draws: np.ndarray, level: float = CI_LEVEL
+) -> tuple[float, float]:
+    """The confidence interval of a point ``value`` from its bootstrap ``draws``.
+
+    The percentile interval of the draws, shifted by the bootstrap's median bias
+    (``median(draws) - value``) so that it is centred where the estimate is. Plug-in
+    divergences such as KL are biased upward under resampling (duplicated respondents make
+    both histograms noisier); their plain percentile interval can lie entirely above the point
+    estimate. For unbiased metrics (RMSE, accuracy) the shift is negligible. A metric whose value
+    and draws are all non-negative keeps a lower bound of at least 0.
+    """
+    draws = np.asarray(draws, float)
+    draws = draws[np.isfinite(draws)]
+    if len(draws) == 0 or not np.isfinite(value):
+        return float("nan"), float("nan")
+    low, high = percentile_interval(draws, level)
+    bias = float(np.median(draws)) - value
+    low, high = low - bias, high - bias
+    if value >= 0 and draws.min() >= 0:
+        low = max(low, 0.0)
+    return float(low), float(high)
+
+
+def _spread(values: np.ndarray) -> float:
+    values = np.asarray(values, float)
+    values = values[np.isfinite(values)]
+    return float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
 
 
 def segment_masks(
@@ -58,11 +163,19 @@ def score_system(
     segments: Iterable[str],
     readout: str = "answer",
     points: np.ndarray | None = None,
+    bootstrap: int = 0,
+    seed: int = 0,
+    draws: dict[DrawKey, np.ndarray] | None = None,
 ) -> list[dict[str, Any]]:
     """Metric rows for one system's answers to the test items (aligned with ``items``).
 
     With ``points`` (one point prediction per item, e.g. E[a]), only metrics that score points
     are computed, from the points; ``distribution`` then only says which items have answers.
+
+    With ``bootstrap`` > 0 each row gets an interval over ``bootstrap`` respondent resamples
+    (:func:`respondent_resamples`, seeded by ``seed``, question and segment;
+    :func:`bootstrap_interval`). When ``draws`` is given, the draws of each overall (segment
+    "all") row are stored in it, for paired differences (:func:`difference_rows`).
     """
     rows = []
     human_all = items["answer"].to_numpy(float)
@@ -79,26 +192,49 @@ def score_system(
             model = AnswerDistribution(sub.probs[:, : len(answer.support)], sub.exact)
             human = human_all[mask]
             weights = None if weights_all is None else weights_all[mask]
-            for name, metric in metrics.items():
-                if not applicable(metric, answer, distribution.exact):
-                    continue
-                if points is not None:
-                    if not metric.scores_points:
-                        continue
-                    value = metric.point(human, points[mask], answer)
+            pts = points[mask] if points is not None else None
+            wanted = {
+                name: metric for name, metric in metrics.items()
+                if applicable(metric, answer, distribution.exact)
+                and (pts is None or metric.scores_points)
+            }  # fmt: skip
+            resamples = []
+            if bootstrap > 0 and wanted:
+                subjects = items["subject_id"].to_numpy()[mask]
+                resamples = respondent_resamples(subjects, bootstrap, seed, str(qid), seg_name)
+            t = np.nan if temperature is None else float(temperature)
+            for name, metric in wanted.items():
+                if pts is not None:
+                    value = metric.point(human, pts, answer)
+                    values = np.array(
+                        [metric.point(human[i], pts[i], answer) for i in resamples], float
+                    )
                 else:
                     value = call_metric(metric, human, model, answer, weights)
+                    values = np.array(
+                        [
+                            call_metric(metric, human[i], model.subset(i), answer,
+                                        None if weights is None else weights[i])
+                            for i in resamples
+                        ],
+                        float,
+                    )  # fmt: skip
+                low, high = bootstrap_interval(value, values)
+                if draws is not None and seg_name == "all" and len(values):
+                    draws[draw_key(system, setting, readout, qid, t, name)] = values
                 rows.append(
                     {
                         "system": system,
                         "setting": setting,
                         "readout": readout,
                         "question": qid,
-                        "temperature": np.nan if temperature is None else float(temperature),
+                        "temperature": t,
                         "segment": seg_name,
                         "metric": name,
                         "value": value,
-                        "sd": np.nan,
+                        "sd": _spread(values),
+                        "ci_low": low,
+                        "ci_high": high,
                         "n": int(mask.sum()),
                     }
                 )
@@ -112,71 +248,128 @@ def floor_rows(
     metrics: Mapping[str, Metric],
     bootstrap: int,
     seed: int,
+    test_respondents: pd.DataFrame | None = None,
+    train_respondents: pd.DataFrame | None = None,
+    segments: Iterable[str] = (),
 ) -> list[dict[str, Any]]:
-    """Noise floors on the test set, per question.
+    """Noise floors on the test set, per question, overall and per segment.
 
-    * ``floor:split_half``: the test respondents split at random into two halves; one half's
-      answers are scored as if they were a model's against the other half (population-level
-      metrics only). Repeated ``bootstrap`` times: ``value`` is the mean, ``sd`` the spread.
-      Halves have n/2 answers each, so this floor is slightly pessimistic for n-sized samples.
+    A floor is what a reference "system" scores against the same test humans; a system is read
+    against the floor of its kind (a sampled system against ``floor:sampling``, an exact
+    distribution against ``floor:marginal``).
+
+    * ``floor:sampling`` (population metrics): how far the test humans are from ``n`` answers
+      drawn from the population itself, with ``n`` the test sample's own size. Each of
+      ``bootstrap`` draws takes ``n`` answers with replacement from the *pooled* training and
+      test answers to the question (of the segment's respondents, for a segment row) and scores
+      them as a model against the test humans; ``value`` is the mean, ``sd`` and the 2.5-97.5
+      percentiles the spread. This is what a perfect simulator that samples one answer per test
+      item would score on average: a sampled system cannot be expected to go below it. Pooling
+      the test answers in makes it slightly optimistic (their own answers can be drawn); with
+      a training split several times the test's size that is small.
+    * ``floor:split_half`` (population metrics, overall only): the test respondents split at
+      random into halves scored against each other. Halves have n/2 answers each, so this floor
+      carries the finite-sample bias of half the sample and lies *above* ``floor:sampling``; it
+      is kept for comparison with earlier runs.
     * ``floor:uniform``: every answer equally likely (exact distribution).
-    * ``floor:marginal``: the training split's answer distribution for the question (exact).
+    * ``floor:marginal``: the training split's answer distribution for the question (exact, the
+      same distribution for every segment); not the ``marginal`` *baseline*, which samples one
+      answer per item from that distribution.
 
-    With survey weights (``weight`` column) every floor is weighted (surveysim_core.weights).
+    With survey weights (``weight`` column) every floor is weighted (surveysim_core.weights): the
+    sampling floor draws pooled answers with probability proportional to their weight.
     """
     rng = np.random.default_rng(seed)
     rows: list[dict[str, Any]] = []
 
-    def row(system, qid, name, value, sd, n):
-        readout = "sample" if system == "floor:split_half" else "distribution"
+    def row(system, qid, segment, name, value, n, sd=np.nan, ci=(np.nan, np.nan)):
+        readout = "distribution" if system in ("floor:uniform", "floor:marginal") else "sample"
         return {
             "system": system, "setting": "", "readout": readout, "question": qid,
             "temperature": np.nan,
-            "segment": "all", "metric": name, "value": value, "sd": sd, "n": n,
+            "segment": segment, "metric": name, "value": value, "sd": sd,
+            "ci_low": ci[0], "ci_high": ci[1], "n": n,
         }  # fmt: skip
 
+    segments = list(segments) if test_respondents is not None else []
+    test_segs = list(segment_masks(test_items, test_respondents, segments))
+    # survey weights, when the data have them: pooled draws are weighted by them too
+    columns = ["question", "answer"] + (["subject_id"] if segments else [])
+    columns += [c for c in ("weight",) if c in train_items.columns and c in test_items.columns]
+    pooled_items = pd.concat([train_items[columns], test_items[columns]], ignore_index=True)
+    pooled_segs = dict(
+        segment_masks(pooled_items, pd.concat([train_respondents, test_respondents]), segments)
+        if segments
+        else [("all", np.ones(len(pooled_items), dtype=bool))]
+    )
     for qid in test_items["question"].unique():
         answer = answer_types[qid]
-        human = test_items.loc[test_items["question"] == qid, "answer"].to_numpy(float)
-        weights = item_weights(test_items[test_items["question"] == qid])
-        n = len(human)
+        qmask = (test_items["question"] == qid).to_numpy()
         k = len(answer.support)
         population = {
             name: m for name, m in metrics.items()
             if m.level == "population" and applicable(m, answer, exact=False)
         }  # fmt: skip
-        if n >= 4 and population:
-            draws: dict[str, list[float]] = {name: [] for name in population}
-            for _ in range(bootstrap):
-                order = rng.permutation(n)
-                a, b = human[order[: n // 2]], human[order[n // 2 :]]
-                as_model = AnswerDistribution.from_codes(b, answer)
-                wa = wb = None
-                if weights is not None:
-                    wa, wb = weights[order[: n // 2]], weights[order[n // 2 :]]
-                for name, metric in population.items():
-                    draws[name].append(call_metric(metric, a, as_model, answer, wa, wb))
-            for name, values in draws.items():
-                values_arr = np.asarray(values, float)
-                rows.append(
-                    row("floor:split_half", qid, name, float(np.nanmean(values_arr)),
-                        float(np.nanstd(values_arr, ddof=1)), n)
-                )  # fmt: skip
         uniform = np.full(k, 1.0 / k)
         train_q = train_items[train_items["question"] == qid]
-        train_codes = train_q["answer"].to_numpy(float)
-        train_idx = answer.index_of(train_codes)
         train_w = item_weights(train_q)
         counts = np.bincount(
-            train_idx, weights=None if train_w is None else train_w, minlength=k
+            answer.index_of(train_q["answer"].to_numpy(float)), weights=train_w, minlength=k
         ).astype(float)[:k]
         marginal = counts / counts.sum() if counts.sum() else uniform
-        for system, dist in [("floor:uniform", uniform), ("floor:marginal", marginal)]:
-            model = AnswerDistribution.constant(dist, n)
-            for name, metric in metrics.items():
-                if applicable(metric, answer, exact=True):
-                    value = call_metric(metric, human, model, answer, weights)
-                    rows.append(row(system, qid, name, value, np.nan, n))
+        test_w = item_weights(test_items)
+        pooled_q = (pooled_items["question"] == qid).to_numpy()
+        for seg_name, seg_mask in test_segs:
+            human = test_items.loc[qmask & seg_mask, "answer"].to_numpy(float)
+            weights = None if test_w is None else test_w[qmask & seg_mask]
+            n = len(human)
+            if n == 0:
+                continue
+            in_pool = pooled_q & pooled_segs.get(seg_name, pooled_q)
+            pool = pooled_items.loc[in_pool, "answer"].to_numpy(float)
+            pool_w = item_weights(pooled_items.loc[in_pool])
+            chance = None if pool_w is None else pool_w / pool_w.sum()
+            if population and len(pool):
+                gen = _rng(seed, "floor:sampling", str(qid), seg_name)
+                # the drawn answers stand for the population: unit weights on the model side
+                ones = None if weights is None else np.ones(n)
+                for name, metric in population.items():
+                    values = np.array(
+                        [
+                            call_metric(metric, human, AnswerDistribution.from_codes(draw, answer),
+                                        answer, weights, ones)
+                            for draw in (gen.choice(pool, n, p=chance) for _ in range(bootstrap))
+                        ],
+                        float,
+                    )  # fmt: skip
+                    rows.append(
+                        row("floor:sampling", qid, seg_name, name, float(np.nanmean(values)), n,
+                            _spread(values), percentile_interval(values))
+                    )  # fmt: skip
+            if seg_name == "all" and n >= 4 and population:
+                halves: dict[str, list[float]] = {name: [] for name in population}
+                for _ in range(bootstrap):
+                    order = rng.permutation(n)
+                    a, b = human[order[: n // 2]], human[order[n // 2 :]]
+                    wa = wb = None
+                    if weights is not None:
+                        wa, wb = weights[order[: n // 2]], weights[order[n // 2 :]]
+                    as_model = AnswerDistribution.from_codes(b, answer)
+                    for name, metric in population.items():
+                        halves[name].append(call_metric(metric, a, as_model, answer, wa, wb))
+                for name, half_values in halves.items():
+                    values_arr = np.asarray(half_values, float)
+                    rows.append(
+                        row("floor:split_half", qid, seg_name, name,
+                            float(np.nanmean(values_arr)), n, _spread(values_arr),
+                            percentile_interval(values_arr))
+                    )  # fmt: skip
+            for system, dist in [("floor:uniform", uniform), ("floor:marginal", marginal)]:
+                model = AnswerDistribution.constant(dist, n)
+                for name, metric in metrics.items():
+                    if applicable(metric, answer, exact=True):
+                        value = call_metric(metric, human, model, answer, weights)
+                        rows.append(row(system, qid, seg_name, name, value, n))
     return rows
 
 
@@ -236,6 +429,9 @@ def readout_rows(
     metrics: Mapping[str, Metric],
     segments: Iterable[str],
     calibrated: float | None = None,
+    bootstrap: int = 0,
+    seed: int = 0,
+    draws: dict[DrawKey, np.ndarray] | None = None,
 ) -> list[dict[str, Any]]:
     """Every readout of a language-model system's answers at each temperature: ``greedy``
     (t = 0) or ``sample`` rows, ``expected`` (E[a]) rows for exact distributions at t > 0, and
@@ -246,7 +442,8 @@ def readout_rows(
     def score(t, dist, readout, points=None):
         rows.extend(
             score_system(system, setting, t, items, respondents, dist, answer_types, metrics,
-                         segments, readout=readout, points=points)
+                         segments, readout=readout, points=points, bootstrap=bootstrap,
+                         seed=seed, draws=draws)
         )  # fmt: skip
 
     for t, dist in distributions.items():
@@ -257,6 +454,84 @@ def readout_rows(
         dist = distributions[calibrated]
         score(calibrated, dist, "calibrated")
     return rows
+
+
+#: which way is better for the metrics the core knows (others: lower is better)
+HIGHER_IS_BETTER = {"accuracy", "success_rate", "representativeness", "pearson"}
+
+
+def higher_is_better(catalogue: Mapping[str, Any]) -> set[str]:
+    """The metrics where higher is better: each metric's own ``lower_is_better`` where it says,
+    else :data:`HIGHER_IS_BETTER`."""
+    own = {n: getattr(m, "lower_is_better", None) for n, m in catalogue.items()}
+    return {n for n, lower in own.items() if lower is False} | {
+        n for n in HIGHER_IS_BETTER if own.get(n) is None
+    }
+
+
+def difference_rows(
+    metrics: pd.DataFrame,
+    draws: Mapping[DrawKey, np.ndarray],
+    higher: Iterable[str] = HIGHER_IS_BETTER,
+) -> list[dict[str, Any]]:
+    """Paired differences (system minus reference) of every overall metric row, with CIs.
+
+    The references per question and metric are the ``marginal`` baseline and the best baseline
+    (the baseline setting with the best point value; baselines are systems without a
+    temperature, floors left out). Both systems' values in a bootstrap draw come from the same
+    resampled respondents, so the interval is the percentile interval of the per-draw
+    differences. Rows whose draws are missing get NaN CIs. ``higher`` names the metrics where
+    higher is better (:func:`higher_is_better` of the run's metrics).
+    """
+    higher_set = set(higher)
+    overall = metrics[(metrics["segment"] == "all") & ~metrics["system"].str.startswith("floor:")]
+    if "readout" not in overall:
+        overall = overall.assign(readout="")
+    overall = overall.assign(
+        setting=overall["setting"].fillna("").astype(str),
+        readout=overall["readout"].fillna("").astype(str),
+        temperature=pd.to_numeric(overall["temperature"], errors="coerce"),
+    )
+    out: list[dict[str, Any]] = []
+
+    def key(r) -> DrawKey:
+        return draw_key(
+            r["system"], r["setting"], r["readout"], r["question"], r["temperature"], r["metric"]
+        )
+
+    lookup = draws.get
+
+    for (qid, name), group in overall.groupby(["question", "metric"], sort=False):
+        baselines = group[group["temperature"].isna() & group["value"].notna()]
+        if baselines.empty:
+            continue
+        up = name in higher_set
+        best = baselines.loc[baselines["value"].idxmax() if up else baselines["value"].idxmin()]
+        references = [("best baseline", best)]
+        marginal = baselines[baselines["system"] == "marginal"]
+        if len(marginal):
+            references.insert(0, ("marginal baseline", marginal.iloc[0]))
+        for against, ref in references:
+            ref_draws = lookup(key(ref))
+            for _, r in group.iterrows():
+                if key(r) == key(ref):
+                    continue
+                mine = lookup(key(r))
+                low = high = np.nan
+                if mine is not None and ref_draws is not None and len(mine) == len(ref_draws):
+                    low, high = bootstrap_interval(r["value"] - ref["value"], mine - ref_draws)
+                out.append(
+                    {
+                        "system": r["system"], "setting": r["setting"],
+                        "readout": r["readout"], "question": qid,
+                        "temperature": r["temperature"], "metric": name, "against": against,
+                        "reference": ref["system"], "reference_setting": ref["setting"], "reference_readout": ref["readout"],
+                        "value": r["value"], "reference_value": ref["value"],
+                        "difference": r["value"] - ref["value"], "ci_low": low, "ci_high": high,
+                        "higher_is_better": up,
+                    }
+                )  # fmt: skip
+    return out
 
 
 def __getattr__(name: str) -> Any:

@@ -235,3 +235,42 @@ def test_new_training_data_retrains_but_keeps_the_zero_shot_answers(tmp_path, te
     assert Calls.generations == [("4", 0.0)]  # the zero-shot answers came from the cache
     assert "zero_shot: answers at t=[0.0]" in second.cache["reused"]
     assert Calls.predictions == 2  # a baseline fits the training data too
+
+
+def test_paired_differences_of_reused_and_kept_systems_keep_their_intervals(
+    tmp_path, teacher_plugins
+):
+    """A system whose answers come from the cache is scored again from them, so its bootstrap
+    draws (and the intervals of its paired differences) are there; a resumed run reads back the
+    draws of the systems it keeps."""
+    cfg = config(tmp_path, ["constant"], [0.0])
+    first = run(cfg, teacher_plugins, tmp_path / "a")
+    Calls.generations = []
+    second = run(cfg, teacher_plugins, tmp_path / "b")
+    assert Calls.generations == [] and Calls.predictions == 1  # every answer from the cache
+    assert "constant: predictions" in second.cache["reused"]
+    before = pd.read_csv(first.dir / "differences.csv")
+    after = pd.read_csv(second.dir / "differences.csv")
+    pd.testing.assert_frame_equal(after, before)
+    # fine_tuned answers 4, the constant baseline 2: hand-worked RMSE difference per question
+    items = pd.read_csv(second.dir / "systems" / "constant" / "predictions.csv")
+    tuned = after[
+        (after["system"] == "fine_tuned") & (after["metric"] == "rmse")
+        & (after["reference"] == "constant")
+    ]  # fmt: skip
+    assert len(tuned) == items["question"].nunique() > 0
+    for _, r in tuned.iterrows():
+        truth = items.loc[items["question"].astype(str) == str(r["question"]), "true_answer"]
+        t = truth.to_numpy(float)
+        expected = np.sqrt(np.mean((4 - t) ** 2)) - np.sqrt(np.mean((2 - t) ** 2))
+        assert r["difference"] == pytest.approx(expected)
+        assert r["ci_low"] <= r["difference"] <= r["ci_high"]
+        assert r["ci_low"] < r["ci_high"]
+    # resumed: every system kept from the run directory, its draws read back from draws.npz
+    messages: list[str] = []
+    resumed = execute(
+        cfg, "c.yaml", teacher_plugins, resume=True, run_dir=str(second.dir),
+        progress=Progress(messages.append),
+    )  # fmt: skip
+    assert sum("done earlier, kept" in m for m in messages) == 3
+    pd.testing.assert_frame_equal(pd.read_csv(resumed.dir / "differences.csv"), before)

@@ -172,9 +172,12 @@ def test_nll_mean_negative_log_probability_of_the_true_answer(five):
     probs = np.array(
         [[0.5, 0.25, 0.25, 0, 0], [0.1, 0.2, 0.3, 0.4, 0.0], [1.0, 0.0, 0.0, 0.0, 0.0]], float
     )
-    expected = -(math.log(0.5) + math.log(0.4) + math.log(1e-12)) / 3  # floored at 1e-12
+    expected = -(math.log(0.5) + math.log(0.4)) / 2
+    two = AnswerDistribution(probs[:2], exact=True)
+    assert NegativeLogLikelihood()(human[:2], two, five) == pytest.approx(expected)
+    # the third respondent's answer (2) has probability 0 (a greedy one-hot row): no finite NLL
     value = NegativeLogLikelihood()(human, AnswerDistribution(probs, exact=True), five)
-    assert value == pytest.approx(expected)
+    assert math.isnan(value)
 
 
 def test_applicable_skips_distance_metrics_for_unordered_categorical(five):

@@ -117,11 +117,32 @@ def test_metrics_are_tidy_with_floors_and_independently_checked_values(finished_
     assert set(metrics["system"]) == {
         "random",
         "marginal",
+        "floor:sampling",
         "floor:split_half",
         "floor:uniform",
         "floor:marginal",
     }
     assert len(metrics) == len(run.metrics)
+    # every system row has a bootstrap interval over respondents that covers its value
+    systems = metrics[~metrics["system"].str.startswith("floor:")]
+    # (a value that is undefined, such as a correlation over one answer, has no interval)
+    assert (systems["value"].notna() == systems["ci_low"].notna()).all()
+    systems = systems[systems["value"].notna()]
+    assert systems[["ci_low", "ci_high"]].notna().all().all()
+    assert (systems["ci_low"] <= systems["value"] + 1e-12).all()
+    assert (systems["value"] <= systems["ci_high"] + 1e-12).all()
+    # the sampling floor is there per segment too
+    sampling = metrics[metrics["system"] == "floor:sampling"]
+    assert {"all", "region=North", "region=South"} == set(sampling["segment"])
+    # paired differences against the marginal baseline, and the log of the run
+    diffs = pd.read_csv(run_dir / "differences.csv")
+    random_kl = diffs[
+        (diffs["system"] == "random") & (diffs["metric"] == "kl")
+        & (diffs["against"] == "marginal baseline")
+    ]  # fmt: skip
+    assert len(random_kl) == 1 and random_kl[["ci_low", "ci_high"]].notna().all(axis=None)
+    log_text = (run_dir / "run.log").read_text()
+    assert "scored random" in log_text and "scored marginal" in log_text
     half = metrics[metrics["system"] == "floor:split_half"]
     assert set(half["metric"]) == {"kl", "wasserstein", "representativeness"}  # population only
     assert half["sd"].notna().all() and (half["sd"] > 0).all()

@@ -94,13 +94,19 @@ class Recorder(Metric):
 
     def __init__(self):
         self.calls = 0
+        self.sampled = 0
 
     def __call__(self, human, model, answer, weights=None, model_weights=None):
         # answers 1..4 carry weights 10..40: each row's weight is ten times its answer
         assert np.array_equal(weights, 10 * human)
         model_answers = model.probs.argmax(axis=1) + 1
-        if model_weights is not None:  # split-half: the other half's own weights
+        if model_weights is not None and not np.all(model_weights == 1):
+            # split-half: the other half's own weights
             assert np.array_equal(model_weights, 10 * model_answers)
+        elif model_weights is not None:
+            # sampling floor: answers drawn in proportion to their weight stand for the
+            # population, so they carry unit weights
+            self.sampled += 1
         self.calls += 1
         return 0.0
 
@@ -127,7 +133,9 @@ def test_floors_are_weighted():
     )
     recorder = Recorder()
     floor_rows(test4, test4, {"q": scale4}, {"recorder": recorder}, bootstrap=5, seed=0)
-    assert recorder.calls == 5 + 2  # five split halves, the uniform and the marginal floor
+    # five sampling-floor draws, five split halves, the uniform and the marginal floor
+    assert recorder.calls == 5 + 5 + 2
+    assert recorder.sampled == 5
 
 
 SPEC = {

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,6 +20,9 @@ from tqdm.auto import tqdm
 
 from surveysim_core.protocols import Prompt
 from surveysim_hf.texts import encode_prompts, end_of_turn
+
+#: seconds one chunk of exact answer distributions aims at (the progress bar moves per chunk)
+CHUNK_SECONDS = 5.0
 
 
 def prompt_seed(seed: int, index: int) -> int:
@@ -264,15 +268,18 @@ class HFModel:
             return []
         ids = self.prompt_ids(prompts)
         trie = build_answer_trie(self.tokenizer, list(answers), vocab_size=_output_size(self.model))
-        # chunks of whole personas (so sharing is not cut) of about 8 batches, for the bar
-        step = max(1, 8 * self.batch_size)
-        bounds, start = [], 0
-        while start < len(prompts):
+        # chunks of whole personas (so sharing is not cut), sized for the bar: the first is one
+        # batch, timed; later ones aim at CHUNK_SECONDS each (at most 8 batches), so that the bar
+        # and its ETA move every few seconds on a slow CPU too
+        smallest, largest = max(1, self.batch_size), max(1, 8 * self.batch_size)
+        step = smallest
+
+        def next_end(start: int, step: int) -> int:
             end = min(len(prompts), start + step)
             while end < len(prompts) and prompts[end].system == prompts[end - 1].system:
                 end += 1
-            bounds.append((start, end))
-            start = end
+            return end
+
         out: list[np.ndarray] = []
         bar = tqdm(
             total=len(prompts),
@@ -281,7 +288,10 @@ class HFModel:
             file=sys.stderr,
             disable=not (self.progress_bars and self.accelerator.is_local_main_process),
         )
-        for start, end in bounds:
+        start = 0
+        while start < len(prompts):
+            end = next_end(start, step)
+            tick = time.perf_counter()
             result = answer_distribution(
                 self.model,
                 self.tokenizer,
@@ -298,5 +308,8 @@ class HFModel:
             stacked = np.stack([np.asarray(result.probs[t]) for t in temperatures], axis=1)
             out.extend(stacked)
             bar.update(end - start)
+            seconds = max(time.perf_counter() - tick, 1e-6)
+            step = int(min(largest, max(smallest, (end - start) / seconds * CHUNK_SECONDS)))
+            start = end
         bar.close()
         return out

@@ -108,4 +108,4 @@ class CatBoostBaseline(Baseline):
             )
             for task in tasks
         )
-        yield from assemble(settings, questions, needs, results, len(test.items))
+        yield from assemble(settings, questions, needs, results, len(test.items), "catboost")

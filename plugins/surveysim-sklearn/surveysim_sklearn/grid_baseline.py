@@ -59,16 +59,23 @@ def assemble(
     needs: list[list[Task]],
     results: Iterable[tuple[Task, np.ndarray]],
     n_test: int,
+    label: str = "",
 ) -> Iterator[BaselinePrediction]:
     """Yield each setting's prediction as soon as all its tasks are done, in grid order.
 
     ``results`` must arrive in the order of the unique task list from :func:`plan`, so that each
     setting completes no later than the settings after it.
     """
+    from surveysim_core.logs import Ticker
+
     done: dict[Task, np.ndarray] = {}
     next_setting = 0
+    total = len({t for tasks in needs for t in tasks})
+    # a grid can fit for minutes: a line with an ETA at least every 10 s
+    ticker = Ticker(f"{label} fits" if label else "fits", total, logger=log)
     for task, codes in results:
         done[task] = codes
+        ticker.step()
         while next_setting < len(settings) and all(t in done for t in needs[next_setting]):
             setting, params = settings[next_setting]
             out = np.full(n_test, np.nan)

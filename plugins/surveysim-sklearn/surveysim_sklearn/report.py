@@ -39,6 +39,10 @@ KEYS = ["system", "setting", "question", "temperature"]
 def kl_rmse_table(metrics: pd.DataFrame) -> pd.DataFrame:
     """One row per system, setting, question and temperature with columns ``kl`` and ``rmse``."""
     rows = metrics[(metrics["segment"] == "all") & metrics["metric"].isin(["kl", "rmse"])].copy()
+    if "readout" in rows:
+        # one point per system and temperature: its answers as sampled (or greedy); E[a] has no
+        # KL, and the calibrated readout repeats the sampled one at the chosen temperature
+        rows = rows[~rows["readout"].isin(["expected", "calibrated"])]
     rows["setting"] = rows["setting"].fillna("").astype(str)
     rows["temperature"] = pd.to_numeric(rows["temperature"], errors="coerce")
     rows["t_key"] = rows["temperature"].fillna(-1.0)  # groupby drops NaN keys
@@ -120,39 +124,113 @@ def write_report(run: Any) -> None:
     points = baseline_points(table, getattr(run, "settings", None))
     if len(points):
         points.to_csv(out_dir / POINTS_FILE, index=False)
-    draw_rmse_kl(table, points, out_dir / PICTURE_FILE)
+    draw_rmse_kl(_with_kl_range(table, metrics), points, out_dir / PICTURE_FILE, metrics)
 
 
-def _use_log(values: np.ndarray) -> bool:
+def _with_kl_range(table: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
+    """``kl_low``/``kl_high``: the 95% range of each KL row (the sampling floor's band)."""
+    if "ci_low" not in metrics:
+        return table.assign(kl_low=np.nan, kl_high=np.nan)
+    kl = metrics[(metrics["segment"] == "all") & (metrics["metric"] == "kl")].copy()
+    kl["setting"] = kl["setting"].fillna("").astype(str)
+    kl["t_key"] = pd.to_numeric(kl["temperature"], errors="coerce").fillna(-1.0)
+    kl = kl.rename(columns={"ci_low": "kl_low", "ci_high": "kl_high"})
+    merged = table.assign(t_key=table["temperature"].fillna(-1.0)).merge(
+        kl[["system", "setting", "question", "t_key", "kl_low", "kl_high"]],
+        on=["system", "setting", "question", "t_key"], how="left",
+    )  # fmt: skip
+    return merged.drop(columns="t_key")
+
+
+#: what the legend calls each reference and floor (two different things are both "marginal")
+NAMES = {
+    "random": "random baseline",
+    "marginal": "marginal baseline (sampled)",
+    "floor:marginal": "exact marginal floor",
+    "floor:uniform": "uniform floor",
+    "floor:sampling": "sampling floor (mean, 95% range)",
+    "floor:split_half": "split-half floor",
+}
+
+
+def _failures(metrics: pd.DataFrame | None, table: pd.DataFrame) -> dict[str, list[str]]:
+    """Per question, systems that have a success rate but no KL or RMSE (no valid answer)."""
+    out: dict[str, list[str]] = {}
+    if metrics is None or "success_rate" not in set(metrics["metric"]):
+        return out
+    rate = metrics[(metrics["segment"] == "all") & (metrics["metric"] == "success_rate")]
+    valid = table.dropna(subset=["kl", "rmse"])
+    seen = {(r.system, str(r.question), r.temperature if pd.notna(r.temperature) else -1.0)
+            for r in valid.itertuples(index=False)}  # fmt: skip
+    for r in rate.itertuples(index=False):
+        t = float(r.temperature) if pd.notna(r.temperature) else -1.0
+        if (r.system, str(r.question), t) not in seen:
+            name = r.system + (f" t={t:g}" if t >= 0 else "")
+            out.setdefault(str(r.question), []).append(f"{name}: {float(r.value):.0%} valid")
+    return out
+
+
+def _zoom(values: np.ndarray, anchors: np.ndarray, spread: float = 1.6) -> float:
+    """Upper axis limit: everything up to ``spread`` times the largest anchor (floors and
+    reference baselines), so that one far-off system does not squeeze the region that matters."""
+    anchors = anchors[np.isfinite(anchors)]
     values = values[np.isfinite(values)]
-    return bool(len(values) and values.min() > 0 and values.max() / values.min() >= 100)
+    if len(anchors) == 0:
+        return float(values.max()) * 1.05 if len(values) else 1.0
+    limit = float(anchors.max()) * spread
+    inside = values[values <= limit]
+    return float(max(inside.max() if len(inside) else 0.0, anchors.max())) * 1.08
 
 
-def draw_rmse_kl(table: pd.DataFrame, points: pd.DataFrame, path: Path) -> Path:
-    """One panel per question: RMSE against KL for every system; saved as a PNG at ``path``."""
+def draw_rmse_kl(
+    table: pd.DataFrame, points: pd.DataFrame, path: Path, metrics: pd.DataFrame | None = None
+) -> Path:
+    """One panel per question: RMSE against KL for every system; saved as a PNG at ``path``.
+
+    Readability rules: the axes zoom to the floors and reference baselines (plus whatever lies
+    near them); a system beyond the zoom is drawn as an arrow at the edge with its values
+    written beside it; systems are named in the legend, not on the points, so labels never
+    collide; floors without an RMSE (sampling, split-half) are vertical lines; systems with
+    no valid answer are listed under the panel with their success rate.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    table = table.dropna(subset=["kl", "rmse"])
-    questions = list(dict.fromkeys(table["question"]))
+    failures = _failures(metrics, table)
+    kl_floor_rows = table[table["system"].isin(["floor:sampling", "floor:split_half"])]
+    table_xy = table.dropna(subset=["kl", "rmse"])
+    questions = list(dict.fromkeys(list(table["question"].astype(str))))
+    questions = [q for q in questions if (table_xy["question"].astype(str) == q).any()]
     if not questions:
         return path
     ncols = min(len(questions), 2)
     nrows = math.ceil(len(questions) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(6.5 * ncols, 5 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(7 * ncols, 5.6 * nrows), squeeze=False)
     cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     kinds = np.array(
-        [system_kind(s, t) for s, t in zip(table["system"], table["temperature"], strict=True)]
+        [
+            system_kind(s, t)
+            for s, t in zip(table_xy["system"], table_xy["temperature"], strict=True)
+        ]
     )
     baselines = list(dict.fromkeys(points["system"])) if len(points) else []
-    models = list(dict.fromkeys(table.loc[kinds == "model", "system"]))
+    model_rows = table_xy[kinds == "model"]
+    model_keys = list(
+        dict.fromkeys(zip(model_rows["system"], model_rows["temperature"], strict=True))
+    )
+    models = list(dict.fromkeys(k[0] for k in model_keys))
     colour = {name: cycle[i % len(cycle)] for i, name in enumerate(baselines + models)}
-    model_marker = dict(zip(models, "os^vP*hX", strict=False))
+    temps = sorted({k[1] for k in model_keys})
+    temp_marker = dict(zip(temps, "os^vDP*hX", strict=False))
     reference_style = {
-        "random": dict(marker="X", color="black", s=90),
-        "marginal": dict(marker="D", color="dimgray", s=70),
+        "random": dict(marker="X", color="black", s=80),
+        "marginal": dict(marker="D", color="dimgray", s=60),
+    }
+    floor_style = {
+        "floor:marginal": dict(marker="P", color="0.3", s=90),
+        "floor:uniform": dict(marker="+", color="0.45", s=90),
     }
     handles: dict[str, Any] = {}
 
@@ -160,67 +238,119 @@ def draw_rmse_kl(table: pd.DataFrame, points: pd.DataFrame, path: Path) -> Path:
         handles.setdefault(label, artist)
 
     for ax, question in zip(axes.flat, questions, strict=False):
-        here = table["question"] == question
+        here = (table_xy["question"].astype(str) == question).to_numpy()
+        rows = table_xy[here]
+        k_here = kinds[here]
+        anchors = rows[np.isin(k_here, ["floor", "reference"])]
+        pts = points[points["question"].astype(str) == question] if len(points) else points
+        # the region that matters is set by the floors and the reference baselines: a system
+        # (or a grid's front) far beyond them is worse than guessing and goes off scale
+        kl_anchor = anchors["kl"].to_numpy(float)
+        rmse_anchor = anchors["rmse"].to_numpy(float)
+        kl_floors = kl_floor_rows[kl_floor_rows["question"].astype(str) == question]
+        kl_anchor = np.concatenate([kl_anchor, kl_floors["kl"].to_numpy(float)])
+        x_hi = _zoom(
+            np.concatenate(
+                [rows["kl"].to_numpy(float), pts["kl"].to_numpy(float) if len(pts) else []]
+            ),
+            kl_anchor,
+        )
+        y_all = np.concatenate(
+            [rows["rmse"].to_numpy(float), pts["rmse"].to_numpy(float) if len(pts) else []]
+        )
+        y_hi = _zoom(y_all, rmse_anchor, spread=1.3)
+        inside_y = y_all[np.isfinite(y_all) & (y_all <= y_hi)]
+        y_lo = max(0.0, float(inside_y.min()) * 0.9) if len(inside_y) else 0.0
+        outside: list[tuple[str, float, float, Any]] = []
+
+        def plot(x, y, label, ax=ax, x_hi=x_hi, y_hi=y_hi, outside=outside, **style):
+            x, y = float(x), float(y)
+            if x > x_hi or y > y_hi:
+                outside.append((label, x, y, style.get("color", "black")))
+                return None
+            return ax.scatter([x], [y], **style)
+
         for system in baselines:
-            pts = points[(points["system"] == system) & (points["question"] == question)]
-            if pts.empty:
+            mine = pts[pts["system"] == system]
+            if mine.empty:
                 continue
-            dots = ax.scatter(pts["kl"], pts["rmse"], s=12, alpha=0.4, color=colour[system])
+            ok = (mine["kl"] <= x_hi) & (mine["rmse"] <= y_hi)
+            dots = ax.scatter(
+                mine.loc[ok, "kl"], mine.loc[ok, "rmse"], s=12, alpha=0.35, color=colour[system]
+            )
             keep(f"{system} settings", dots)
-            front = pts[pts["on_front"]].sort_values("kl")
-            (line,) = ax.plot(
-                front["kl"], front["rmse"], "-o", ms=3.5, lw=1.6, color=colour[system]
-            )
+            fr = mine[mine["on_front"] & ok].sort_values("kl")
+            (line,) = ax.plot(fr["kl"], fr["rmse"], "-o", ms=3.5, lw=1.6, color=colour[system])
             keep(f"{system} Pareto front", line)
-        for row in table[here & (kinds == "reference")].itertuples(index=False):
+            if (~ok).any():
+                outside.append((f"{system}: {int((~ok).sum())} setting(s)", float(mine.loc[~ok, "kl"].min()),
+                                float(mine.loc[~ok, "rmse"].min()), colour[system]))  # fmt: skip
+        for row in rows[k_here == "reference"].itertuples(index=False):
             style = reference_style.get(row.system, dict(marker="X", color="black", s=80))
-            keep(row.system, ax.scatter([row.kl], [row.rmse], zorder=4, **style))
-        for row in table[here & (kinds == "floor")].itertuples(index=False):
-            marker = ax.scatter([row.kl], [row.rmse], marker="+", s=90, color="0.55", zorder=3)
-            keep("null-model floors", marker)
-            ax.annotate(
-                row.system.removeprefix(FLOOR_PREFIX),
-                (row.kl, row.rmse),
-                textcoords="offset points",
-                xytext=(5, -10),
-                fontsize=7,
-                color="0.4",
-            )
-        for row in table[here & (kinds == "model")].itertuples(index=False):
+            artist = plot(row.kl, row.rmse, NAMES.get(row.system, row.system), zorder=4, **style)
+            if artist is not None:
+                keep(NAMES.get(row.system, row.system), artist)
+        for row in rows[k_here == "floor"].itertuples(index=False):
+            style = floor_style.get(row.system, dict(marker="+", color="0.55", s=90))
+            artist = plot(row.kl, row.rmse, NAMES.get(row.system, row.system), zorder=3, **style)
+            if artist is not None:
+                keep(NAMES.get(row.system, row.system), artist)
+        for row in kl_floors.itertuples(index=False):
+            if not np.isfinite(row.kl):
+                continue
+            if row.system == "floor:sampling":
+                # floors are grey: the colour cycle belongs to systems
+                line = ax.axvline(row.kl, color="0.35", ls="--", lw=1.2)
+                keep(NAMES[row.system], line)
+                band = getattr(row, "kl_low", np.nan), getattr(row, "kl_high", np.nan)
+                if np.all(np.isfinite(band)):
+                    ax.axvspan(band[0], min(band[1], x_hi), color="0.5", alpha=0.12)
+            else:
+                keep(
+                    NAMES.get(row.system, row.system),
+                    ax.axvline(row.kl, color="0.5", ls=":", lw=1.2),
+                )
+        for row in rows[k_here == "model"].itertuples(index=False):
             label = f"{row.system} t={row.temperature:g}"
-            marker = ax.scatter(
-                [row.kl],
-                [row.rmse],
-                marker=model_marker.get(row.system, "o"),
-                s=70,
-                color=colour[row.system],
-                edgecolor="black",
-                linewidth=0.6,
-                zorder=5,
-            )
-            keep(row.system, marker)
-            ax.annotate(
-                label, (row.kl, row.rmse), textcoords="offset points", xytext=(6, 4), fontsize=8
-            )
-        if _use_log(table.loc[here, "kl"].to_numpy(dtype=float)):
-            ax.set_xscale("log")
+            artist = plot(
+                row.kl, row.rmse, label, marker=temp_marker.get(row.temperature, "o"), s=75,
+                color=colour[row.system], edgecolor="black", linewidth=0.6, zorder=5,
+            )  # fmt: skip
+            if artist is not None:
+                keep(label, artist)
+        ax.set_xlim(0, x_hi)
+        ax.set_ylim(y_lo, y_hi)
+        # beyond the zoom: an arrow at the right (or top) edge; the values are written under
+        # the panel (inside it they would hide points), one line each
+        notes: list[tuple[str, Any]] = []
+        for label, x, y, color in sorted(outside, key=lambda o: o[2]):
+            ex = min(x, x_hi)
+            ey = min(max(y, y_lo), y_hi)
+            marker = ">" if x > x_hi else "^"
+            ax.scatter([ex], [ey], marker=marker, s=70, color=color, clip_on=False, zorder=6)
+            notes.append((f"off scale ({marker}): {label}: KL {x:.2f}, RMSE {y:.1f}", color))
+        failed = failures.get(question, [])
+        if failed:
+            notes.append(("no valid answers, not drawn: " + "; ".join(failed), "firebrick"))
+        for i, (text, color) in enumerate(notes):
+            ax.text(0.0, -0.2 - 0.06 * i, text, transform=ax.transAxes, fontsize=8,
+                    color=color, va="top")  # fmt: skip
         ax.set_title(str(question))
         ax.set_xlabel("KL divergence (lower: population matches better)")
         ax.set_ylabel("RMSE (lower: individuals match better)")
         ax.grid(True, alpha=0.3)
     for ax in list(axes.flat)[len(questions) :]:
         ax.set_visible(False)
-    fig.suptitle("RMSE against KL per question: baselines, their Pareto fronts and models")
-    fig.legend(
-        list(handles.values()),
-        list(handles),
-        loc="lower center",
-        ncol=min(len(handles), 4),
-        frameon=False,
-        fontsize=9,
-    )
-    rows_of_legend = math.ceil(len(handles) / 4)
-    fig.tight_layout(rect=(0, 0.04 + 0.03 * rows_of_legend, 1, 0.97))
+    fig.suptitle("RMSE against KL per question (zoomed to the floors and baselines)")
+    ncol = min(len(handles), 4 if ncols > 1 else 2)
+    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=ncol,
+               frameon=False, fontsize=8.5)  # fmt: skip
+    rows_of_legend = math.ceil(len(handles) / max(ncol, 1))
+    # inches: the legend's rows and a margin (tight_layout already makes room for the notes,
+    # which are texts of the axes)
+    height = fig.get_size_inches()[1]
+    bottom = (0.22 * rows_of_legend + 0.1) / height
+    fig.tight_layout(rect=(0, bottom, 1, 0.96))
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path

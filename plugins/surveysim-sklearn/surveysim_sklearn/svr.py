@@ -130,7 +130,7 @@ class SVRBaseline(Baseline):
             (task, _codes(raw, questions[task.question]))
             for task, raw in zip(tasks, jobs, strict=True)
         )
-        yield from assemble(settings, questions, needs, results, len(test.items))
+        yield from assemble(settings, questions, needs, results, len(test.items), "svr")
 
 
 def _codes(raw: np.ndarray, qd: QuestionData) -> np.ndarray:

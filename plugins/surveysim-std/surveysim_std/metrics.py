@@ -238,7 +238,10 @@ class Accuracy(Metric):
 class NegativeLogLikelihood(Metric):
     """Mean negative log-probability of each respondent's true answer (a proper scoring rule).
 
-    Needs exact distributions; probabilities are floored at 1e-12.
+    Needs exact distributions. Undefined (NaN) when any true answer has probability zero, as
+    under a greedy (t=0) one-hot distribution: the honest value is infinite, and any floor on
+    the probability (1e-12 gives about 27.6 per miss) would only report the floor. Such rows
+    are read by accuracy and RMSE instead.
     """
 
     name = "nll"
@@ -252,5 +255,7 @@ class NegativeLogLikelihood(Metric):
                  model_weights=None) -> float:  # fmt: skip
         idx = answer.index_of(human)
         p = model.probs[np.arange(len(idx)), np.maximum(idx, 0)] * (idx >= 0)
+        if len(p) == 0 or not np.all(p > 0):
+            return float("nan")
         w = normalised(weights, len(idx))
-        return float(-np.mean(w * np.log(np.maximum(p, 1e-12))))
+        return float(-np.mean(w * np.log(p)))
