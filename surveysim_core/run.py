@@ -23,7 +23,12 @@ from surveysim_core.launch import data_dir
 from surveysim_core.option_order import displayed_options, position_rows
 from surveysim_core.plugins import Plugins
 from surveysim_core.preflight import preflight
-from surveysim_core.prompts import PromptRenderer, default_templates, render_demographics
+from surveysim_core.prompts import (
+    PromptRenderer,
+    default_templates,
+    render_demographics,
+    render_demographics_compact,
+)
 from surveysim_core.protocols import Example, ItemSet, Progress, Prompt
 from surveysim_core.report import write_report
 from surveysim_core.rundir import (
@@ -185,7 +190,8 @@ def plan_run(config: RunConfig, source: str, plugins: Plugins) -> Plan:
     for q in spec.questions:
         if q.id in wanted:
             _errors_of(lambda q=q: renderer.template(q.template), errors)
-    _errors_of(lambda: renderer.template("system"), errors)
+    persona = "system_compact" if config.prompts.persona == "compact" else "system"
+    _errors_of(lambda: renderer.template(persona), errors)
     if errors:
         raise ConfigError("\n".join(errors))
     return Plan(
@@ -248,11 +254,13 @@ def _indices(plan: Plan, items: pd.DataFrame) -> np.ndarray:
 def render_prompts(plan: Plan, items: pd.DataFrame, respondents: pd.DataFrame) -> list[Prompt]:
     spec = plan.survey.spec
     labels = {name: f.label or name for name, f in spec.demographics.items()}
+    compact = plan.config.prompts.persona == "compact"
+    render_persona = render_demographics_compact if compact else render_demographics
     systems: dict[str, str] = {}
     for sid, row in respondents.iterrows():
-        demo = render_demographics(row.to_dict(), labels)
+        demo = render_persona(row.to_dict(), labels)
         systems[str(sid)] = plan.renderer.render(
-            "system", demographics=demo, respondent=row.to_dict()
+            "system_compact" if compact else "system", demographics=demo, respondent=row.to_dict()
         )
     questions = {q.id: q for q in spec.questions}
     prompts = []
@@ -271,7 +279,24 @@ def render_prompts(plan: Plan, items: pd.DataFrame, respondents: pd.DataFrame) -
                 context_text=context_text, **context,
             )  # fmt: skip
         prompts.append(Prompt(systems[rec["subject_id"]], cache[key]))
+    if plan.config.prompts.memory:
+        prompts = with_history(prompts, items, items["answer_text"].tolist())
     return prompts
+
+
+def with_history(prompts: list[Prompt], items: pd.DataFrame, answers: list[str]) -> list[Prompt]:
+    """Each respondent's prompts as one conversation in the order answered: every prompt gets
+    the respondent's earlier (question, answer) turns. ``items`` must be sorted by subject and
+    ``seq`` (as :func:`build_items` sorts them); ``answers[i]`` is the text of item i's answer."""
+    out: list[Prompt] = []
+    history: tuple[tuple[str, str], ...] = ()
+    previous = None
+    for prompt, subject, answer in zip(prompts, items["subject_id"], answers, strict=True):
+        if subject != previous:
+            history, previous = (), subject
+        out.append(Prompt(prompt.system, prompt.user, history))
+        history = (*history, (prompt.user, answer))
+    return out
 
 
 def parse_with(plan: Plan, qid: str):
@@ -546,6 +571,55 @@ def _decode(plan, model, items: ItemSet, temperatures, progress, system: str):
     return dists, codes_by_t, texts_by_t
 
 
+def _decode_virtual(plan, model, items: ItemSet, temperatures, progress, system: str):
+    """Fully virtual respondents with memory: each respondent's items are answered in order,
+    and the history each item sees holds the model's own earlier answers, drawn (seeded) from
+    its distribution at ``prompts.virtual_temperature``, not the person's real ones."""
+    cfg = plan.config
+    t_virtual = cfg.prompts.virtual_temperature
+    wanted = list(dict.fromkeys([*temperatures, t_virtual]))
+    position = items.items.groupby("subject_id", sort=False).cumcount().to_numpy()
+    rng = np.random.default_rng(cfg.decoding.seed)
+    history: dict[str, tuple[tuple[str, str], ...]] = {}
+    n = len(items)
+    dists: dict[float, np.ndarray] = {}
+    codes_by_t = {t: np.full(n, np.nan) for t in wanted}
+    texts_by_t: dict[float, list[str | None]] = {t: [None] * n for t in wanted}
+    exact = True
+    for k in range(int(position.max()) + 1 if n else 0):
+        rows = np.nonzero(position == k)[0]
+        subjects = items.items["subject_id"].to_numpy()[rows]
+        prompts = [
+            Prompt(items.prompts[i].system, items.prompts[i].user, history.get(s, ()))
+            for i, s in zip(rows, subjects, strict=True)
+        ]
+        part = ItemSet(
+            items.items.iloc[rows].reset_index(drop=True), items.respondents, prompts,
+            items.answer_types,
+        )  # fmt: skip
+        d, codes, texts = _decode(plan, model, part, wanted, progress, f"{system} (item {k + 1})")
+        for t in wanted:
+            if t not in dists:
+                dists[t] = np.zeros((n, d[t].probs.shape[1]))
+            width = min(dists[t].shape[1], d[t].probs.shape[1])
+            dists[t][rows, :width] = d[t].probs[:, :width]
+            exact = exact and d[t].exact
+            codes_by_t[t][rows] = codes[t]
+            for i, text in zip(rows, texts[t], strict=True):
+                texts_by_t[t][i] = text
+        draw = d[t_virtual].probs
+        for j, (i, s) in enumerate(zip(rows, subjects, strict=True)):
+            answer = plan.answer_types[items.items["question"].iat[i]]
+            p = draw[j, : len(answer.support)]
+            total = p.sum()
+            # a failed answer leaves the turn out of the history, as a refusal would
+            if total > 0:
+                label = answer.labels[int(rng.choice(len(p), p=p / total))]
+                history[s] = (*history.get(s, ()), (prompts[j].user, label))
+    out = {t: AnswerDistribution(dists[t], exact) for t in temperatures}
+    return out, {t: codes_by_t[t] for t in temperatures}, {t: texts_by_t[t] for t in temperatures}
+
+
 def _write_distributions(rd, name: str, test: ItemSet, dists, plan) -> None:
     """Per-respondent answer distributions (one row per item and temperature, the probability
     of each answer as a list aligned with ``answers``), in Parquet."""
@@ -605,7 +679,14 @@ def _run_backend(
                 progress(f"{system}: calibrated temperature {t_cal:g} (lowest validation NLL)")
                 if t_cal not in temperatures:
                     temperatures.append(t_cal)
-        dists, codes_by_t, texts_by_t = _decode(plan, model, test, temperatures, progress, system)
+        if cfg.prompts.memory and cfg.prompts.memory_at_evaluation == "virtual":
+            dists, codes_by_t, texts_by_t = _decode_virtual(
+                plan, model, test, temperatures, progress, system
+            )
+        else:
+            dists, codes_by_t, texts_by_t = _decode(
+                plan, model, test, temperatures, progress, system
+            )
         frames = [
             pd.DataFrame(
                 readout_rows(system, cfg.backend.name, test.items, test.respondents, dists,
