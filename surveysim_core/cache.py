@@ -60,6 +60,8 @@ def items_fingerprint(items: ItemSet, with_prompts: bool) -> str:
             h.update(prompt.system.encode())
             h.update(b"\0")
             h.update(prompt.user.encode())
+            for question, answer in prompt.history:  # respondent memory: earlier turns
+                h.update(b"\2" + question.encode() + b"\3" + answer.encode())
             h.update(b"\1")
     return h.hexdigest()[:32]
 

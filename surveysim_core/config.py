@@ -160,6 +160,29 @@ class VariantSection(Strict):
     )
 
 
+class PromptsSection(Strict):
+    persona: Literal["paper", "compact"] = Field(
+        "paper",
+        description="Persona rendering: 'paper' (the paper's preamble and brace list, template"
+        " 'system') or 'compact' (one 'field: value' list, template 'system_compact').",
+    )
+    memory: bool = Field(
+        False,
+        description="Respondent memory: a respondent's items form one conversation in the order"
+        " answered (seq), with the earlier questions and answers in context.",
+    )
+    memory_at_evaluation: Literal["known", "virtual"] = Field(
+        "known",
+        description="With memory, what the earlier answers are when scoring: 'known' (the"
+        " respondent's real answers: predict a reaction given what they said before) or"
+        " 'virtual' (the model's own earlier answers, drawn from its distribution at"
+        " t = virtual_temperature).",
+    )
+    virtual_temperature: float = Field(
+        1.0, gt=0, description="Temperature of the model's own earlier answers ('virtual')."
+    )
+
+
 class RunConfig(Strict):
     """A whole run: what to simulate, how to fit it and how to score it."""
 
@@ -173,6 +196,7 @@ class RunConfig(Strict):
     split: SplitSection = Field(default_factory=SplitSection)
     questions: list[str] | None = Field(None, description="Only these question ids (default all).")
     backend: BackendSection | None = Field(None, description="Language-model backend, if any.")
+    prompts: PromptsSection = Field(default_factory=PromptsSection)
     decoding: DecodingSection = Field(default_factory=DecodingSection)
     evaluation: EvaluationSection = Field(default_factory=EvaluationSection)
     baselines: list[PluginRef] = Field(

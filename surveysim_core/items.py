@@ -15,7 +15,7 @@ from surveysim_core.launch import data_dir
 from surveysim_core.option_order import displayed_options
 from surveysim_core.plan import Plan
 from surveysim_core.plugins import Plugins
-from surveysim_core.prompts import render_demographics
+from surveysim_core.prompts import render_demographics, render_demographics_compact
 from surveysim_core.protocols import Example, ItemSet, Progress, Prompt
 
 
@@ -71,11 +71,13 @@ def render_prompts(plan: Plan, items: pd.DataFrame, respondents: pd.DataFrame) -
     """One chat prompt per item: the respondent's persona and the question in context."""
     spec = plan.survey.spec
     labels = {name: f.label or name for name, f in spec.demographics.items()}
+    compact = plan.config.prompts.persona == "compact"
+    render_persona = render_demographics_compact if compact else render_demographics
     systems: dict[str, str] = {}
     for sid, row in respondents.iterrows():
-        demo = render_demographics(row.to_dict(), labels)
+        demo = render_persona(row.to_dict(), labels)
         systems[str(sid)] = plan.renderer.render(
-            "system", demographics=demo, respondent=row.to_dict()
+            "system_compact" if compact else "system", demographics=demo, respondent=row.to_dict()
         )
     questions = {q.id: q for q in spec.questions}
     prompts = []
@@ -94,7 +96,24 @@ def render_prompts(plan: Plan, items: pd.DataFrame, respondents: pd.DataFrame) -
                 context_text=context_text, **context,
             )  # fmt: skip
         prompts.append(Prompt(systems[rec["subject_id"]], cache[key]))
+    if plan.config.prompts.memory:
+        prompts = with_history(prompts, items, items["answer_text"].tolist())
     return prompts
+
+
+def with_history(prompts: list[Prompt], items: pd.DataFrame, answers: list[str]) -> list[Prompt]:
+    """Each respondent's prompts as one conversation in the order answered: every prompt gets
+    the respondent's earlier (question, answer) turns. ``items`` must be sorted by subject and
+    ``seq`` (as :func:`build_items` sorts them); ``answers[i]`` is the text of item i's answer."""
+    out: list[Prompt] = []
+    history: tuple[tuple[str, str], ...] = ()
+    previous = None
+    for prompt, subject, answer in zip(prompts, items["subject_id"], answers, strict=True):
+        if subject != previous:
+            history, previous = (), subject
+        out.append(Prompt(prompt.system, prompt.user, history))
+        history = (*history, (prompt.user, answer))
+    return out
 
 
 def parse_with(plan: Plan, qid: str) -> Callable[[str], float | None]:

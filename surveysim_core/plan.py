@@ -185,7 +185,8 @@ def plan_run(config: RunConfig, source: str, plugins: Plugins) -> Plan:
     for q in spec.questions:
         if q.id in wanted:
             _errors_of(lambda q=q: renderer.template(q.template), errors)
-    _errors_of(lambda: renderer.template("system"), errors)
+    persona = "system_compact" if config.prompts.persona == "compact" else "system"
+    _errors_of(lambda: renderer.template(persona), errors)
     if errors:  # a problem shared by every point of a sweep is said once
         raise ConfigError("\n".join(dict.fromkeys(errors)))
     segments = config.evaluation.segments or [

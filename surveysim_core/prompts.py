@@ -49,6 +49,19 @@ def render_demographics(
     return "{" + ", ".join(parts) + "}"
 
 
+def render_demographics_compact(
+    respondent: Mapping[str, Any], labels: Mapping[str, str] | None = None
+) -> str:
+    """Demographics as one short list: ``age: 18-25; gender: Man; household: spouse, children``."""
+    labels = labels or {}
+    parts = []
+    for name, value in respondent.items():
+        if isinstance(value, (tuple, list)):
+            value = ", ".join(map(str, value))
+        parts.append(f"{labels.get(name) or name}: {value}")
+    return "; ".join(parts)
+
+
 class PromptRenderer:
     """Renders named templates in a sandboxed Jinja environment with StrictUndefined."""
 
@@ -63,6 +76,7 @@ class PromptRenderer:
             lstrip_blocks=True,
         )
         self.env.filters["demographics"] = render_demographics
+        self.env.filters["demographics_compact"] = render_demographics_compact
         self._compiled: dict[str, jinja2.Template] = {}
 
     def template(self, name: str) -> jinja2.Template:

@@ -21,10 +21,13 @@ from surveysim_core.answers import AnswerDistribution, AnswerType
 
 @dataclass(frozen=True)
 class Prompt:
-    """A chat prompt: the persona (system) and the survey question (user)."""
+    """A chat prompt: the persona (system) and the survey question (user), after the
+    respondent's earlier questions and answers (``history``: (question, answer) turns, empty
+    unless respondent memory is on)."""
 
     system: str
     user: str
+    history: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass

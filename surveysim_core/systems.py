@@ -25,6 +25,7 @@ from surveysim_core.protocols import (
     Backend,
     ItemSet,
     Progress,
+    Prompt,
     System,
     SystemAnswers,
     SystemResult,
@@ -149,6 +150,7 @@ class LanguageModelSystem:
             "backend": cfg.backend.name,
             **system_settings(kind, options, loss),
             "decoding": cfg.decoding.model_dump(mode="json"),
+            "prompts": cfg.prompts.model_dump(mode="json"),
         }
 
     def run(self, train: ItemSet, val: ItemSet, test: ItemSet) -> SystemResult:
@@ -157,10 +159,15 @@ class LanguageModelSystem:
         trained). The model is loaded only when something is missing."""
         cfg = self.variant.config
         temperatures = list(cfg.decoding.temperatures)
-        model_settings = {k: v for k, v in self.settings.items() if k != "decoding"}
+        # what training depends on: not decoding, and prompts only through the prompt texts
+        # (which the items' fingerprint holds)
+        model_settings = {
+            k: v for k, v in self.settings.items() if k not in ("decoding", "prompts")
+        }
         # what answers at one temperature depend on (not which temperatures, not calibration)
         ignored = {"temperatures", "calibrate", "calibration_grid"}
         decoding = {k: v for k, v in self.settings["decoding"].items() if k not in ignored}
+        decoding["prompts"] = self.settings["prompts"]  # known or virtual earlier answers
         survey = survey_fingerprint(self.plan)
         cls = self.variant.backend[0]
         self.learns = cls.trains(self.kind) if hasattr(cls, "trains") else self.kind != "zero_shot"
@@ -199,7 +206,13 @@ class LanguageModelSystem:
         missing = [t for t in temperatures if t not in found]
         if missing:
             tick = time.time()
-            for t, answers in self._decode(model(), test, missing).items():
+            prompts = cfg.prompts
+            decode = (
+                self._decode_virtual
+                if prompts.memory and prompts.memory_at_evaluation == "virtual"
+                else self._decode
+            )
+            for t, answers in decode(model(), test, missing).items():
                 found[t] = answers
                 if self.cache is not None:
                     self.cache.put_answers("answers", answer_keys[t], [answers])
@@ -257,6 +270,66 @@ class LanguageModelSystem:
             self.cache.put_folder("adapters", key, Path(adapter))
             self.cache.computed.append(f"{self.name}: adapter")
         return adapter
+
+    def _decode_virtual(
+        self, model: Any, test: ItemSet, temperatures: list[float]
+    ) -> dict[float, SystemAnswers]:
+        """Fully virtual respondents with memory: each respondent's items are answered in
+        order, and the history each item sees holds the model's own earlier answers, drawn
+        (seeded) from its distribution at ``prompts.virtual_temperature``, not the person's."""
+        cfg = self.variant.config
+        t_virtual = cfg.prompts.virtual_temperature
+        wanted = list(dict.fromkeys([*temperatures, t_virtual]))
+        position = test.items.groupby("subject_id", sort=False).cumcount().to_numpy()
+        subjects_all = test.items["subject_id"].to_numpy()
+        rng = np.random.default_rng(cfg.decoding.seed)
+        history: dict[str, tuple[tuple[str, str], ...]] = {}
+        n = len(test)
+        probs: dict[float, np.ndarray] = {}
+        codes = {t: np.full(n, np.nan) for t in wanted}
+        texts: dict[float, list[str | None]] = {t: [None] * n for t in wanted}
+        exact = True
+        for k in range(int(position.max()) + 1 if n else 0):
+            rows = np.nonzero(position == k)[0]
+            prompts = [
+                Prompt(
+                    test.prompts[i].system, test.prompts[i].user, history.get(subjects_all[i], ())
+                )
+                for i in rows
+            ]
+            part = ItemSet(
+                test.items.iloc[rows].reset_index(drop=True), test.respondents, prompts,
+                test.answer_types,
+            )  # fmt: skip
+            decoded = self._decode(model, part, wanted)
+            for t in wanted:
+                d = decoded[t]
+                if t not in probs:
+                    probs[t] = np.zeros((n, d.distribution.probs.shape[1]))
+                width = min(probs[t].shape[1], d.distribution.probs.shape[1])
+                probs[t][rows, :width] = d.distribution.probs[:, :width]
+                exact = exact and d.distribution.exact
+                codes[t][rows] = d.codes
+                for i, text in zip(rows, d.texts or [None] * len(rows), strict=True):
+                    texts[t][i] = text
+            draw = decoded[t_virtual].distribution.probs
+            for j, i in enumerate(rows):
+                answer = self.plan.answer_types[test.items["question"].iat[i]]
+                p = draw[j, : len(answer.support)]
+                total = p.sum()
+                # a failed answer leaves the turn out of the history, as a refusal would
+                if total > 0:
+                    label = answer.labels[int(rng.choice(len(p), p=p / total))]
+                    subject = subjects_all[i]
+                    history[subject] = (*history.get(subject, ()), (prompts[j].user, label))
+        setting = cfg.backend.name  # type: ignore[union-attr]
+        out = {}
+        for t in temperatures:
+            shown = texts[t] if any(x is not None for x in texts[t]) else None
+            out[t] = SystemAnswers(
+                setting, AnswerDistribution(probs[t], exact), codes[t], t, {}, shown
+            )
+        return out
 
     def _decode(
         self, model: Any, test: ItemSet, temperatures: list[float]

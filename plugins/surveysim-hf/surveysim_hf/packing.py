@@ -43,6 +43,7 @@ __all__ = [
     "examples_from_chat",
     "pack_examples",
     "pack_respondent",
+    "pack_trie",
     "packed_cross_entropy",
     "packed_logits",
     "packed_loss",
@@ -166,6 +167,79 @@ def pack_respondent(
     if cur:
         out.append(pack_examples(cur, **kw))
     return out
+
+
+def pack_trie(examples: Sequence[dict], prefix_loss: str = "per_branch") -> dict[str, list]:
+    """Pack examples into one token trie: every distinct token prefix once.
+
+    The general form of :func:`pack_examples` for examples that share more than one common
+    prefix, above all a respondent's conversation (respondent memory), where each example's
+    tokens extend the previous one's: the conversation then costs its own length, not the sum
+    of its growing prefixes. Same output as :func:`pack_examples` (``answer_start`` required).
+    A labelled node counts once per example that labels it (``per_branch``), or once
+    (``once``), so the loss and gradients equal the separate examples' as there.
+    """
+    if prefix_loss not in ("per_branch", "once"):
+        raise ValueError("prefix_loss must be 'per_branch' or 'once'")
+    if not examples:
+        raise ValueError("no examples")
+    input_ids: list[int] = []
+    parents: list[int] = []
+    labels: list[int] = []
+    weights: list[float] = []
+    children: dict[tuple[int, int], int] = {}
+    answer_predictor = []
+    for e in examples:
+        ids, labs = list(e["input_ids"]), list(e["labels"])
+        if len(ids) != len(labs) or not ids:
+            raise ValueError("input_ids and labels must be non-empty and of equal length")
+        node, path = -1, []
+        for token, label in zip(ids, labs, strict=True):
+            key = (node, int(token))
+            if key not in children:
+                children[key] = len(input_ids)
+                input_ids.append(int(token))
+                parents.append(node)
+                labels.append(IGNORE)
+                weights.append(0.0)
+            node = children[key]
+            path.append(node)
+            if label != IGNORE:
+                if labels[node] not in (IGNORE, label):
+                    raise ValueError("examples label the same token differently")
+                labels[node] = label
+                weights[node] = weights[node] + 1.0 if prefix_loss == "per_branch" else 1.0
+        start = int(e["answer_start"])
+        if start < 1:
+            raise ValueError("an answer must not start at the first token")
+        answer_predictor.append(path[start - 1])
+    if labels[0] != IGNORE:  # the root token has no predictor
+        labels[0], weights[0] = IGNORE, 0.0
+    depth = np.zeros(len(parents), dtype=np.int64)
+    for i, p in enumerate(parents):
+        depth[i] = depth[p] + 1 if p >= 0 else 0
+    return {
+        "input_ids": input_ids,
+        "parents": parents,
+        "position_ids": depth.tolist(),
+        "labels": labels,
+        "predictor_index": [p if y != IGNORE else -1 for p, y in zip(parents, labels, strict=True)],
+        "loss_weight": weights,
+        "n_branches": len(examples),
+        "separate_tokens": sum(len(e["input_ids"]) for e in examples),
+        "answer_predictor": answer_predictor,
+    }
+
+
+def is_conversation(examples: Sequence[dict]) -> bool:
+    """Whether some example's tokens begin with another example's whole prompt and answer
+    (respondent memory): then :func:`pack_trie` packs them without repeating the history."""
+    ids = [list(e["input_ids"]) for e in examples]
+    return any(
+        len(b) > len(a) and b[: len(a) - 1] == a[:-1]
+        for i, a in enumerate(ids)
+        for b in ids[i + 1 :]
+    )
 
 
 def collate_packed(

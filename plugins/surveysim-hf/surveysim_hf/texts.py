@@ -21,6 +21,9 @@ def messages(prompt: Prompt) -> list[dict[str, str]]:
     out = []
     if prompt.system:
         out.append({"role": "system", "content": prompt.system})
+    for question, answer in getattr(prompt, "history", ()):
+        out.append({"role": "user", "content": question})
+        out.append({"role": "assistant", "content": answer})
     out.append({"role": "user", "content": prompt.user})
     return out
 
@@ -33,7 +36,8 @@ def prompt_text(tokenizer: Any, prompt: Prompt) -> str:
         )
     # a base model without a template: a plain layout
     system = f"{prompt.system}\n\n" if prompt.system else ""
-    return f"{system}{prompt.user} "
+    turns = "".join(f"{q} {a}\n" for q, a in getattr(prompt, "history", ()))
+    return f"{system}{turns}{prompt.user} "
 
 
 def end_of_turn(tokenizer: Any, prompt: Prompt) -> str:

@@ -36,7 +36,7 @@ from surveysim_hf import checkpoint as ckpt
 from surveysim_hf.frozen import frozen_split
 from surveysim_hf.losses import LossBatch, collate, compute_loss
 from surveysim_hf.options import HFOptions
-from surveysim_hf.packing import collate_packed, pack_respondent
+from surveysim_hf.packing import collate_packed, is_conversation, pack_respondent, pack_trie
 from surveysim_hf.texts import EncodedExample, encode_example
 
 LOG_COLUMNS = ["epoch", "step", "split", "loss", "tokens", "seconds"]
@@ -103,17 +103,25 @@ def pack_by_respondent(
         groups.setdefault(example.subject_id or f"\0{i}", []).append(i)
     units: list[dict[str, Any]] = []
     for members in groups.values():
-        packs = pack_respondent(
-            [
-                {
-                    "input_ids": encoded[i].input_ids,
-                    "labels": encoded[i].labels,
-                    "answer_start": encoded[i].answer_start,
-                }
-                for i in members
-            ],
-            max_tokens,
-        )
+        rows = [
+            {
+                "input_ids": encoded[i].input_ids,
+                "labels": encoded[i].labels,
+                "answer_start": encoded[i].answer_start,
+            }
+            for i in members
+        ]
+        if is_conversation(rows):  # respondent memory: the history once, in a token trie
+            packs = []
+            chunk: list[dict] = []
+            for row in rows:
+                if chunk and len(pack_trie([*chunk, row])["input_ids"]) > max_tokens:
+                    packs.append(pack_trie(chunk))
+                    chunk = []
+                chunk.append(row)
+            packs.append(pack_trie(chunk))
+        else:
+            packs = pack_respondent(rows, max_tokens)
         for pack in packs:  # pack_respondent keeps the order and splits between examples
             pack["members"], members = members[: pack["n_branches"]], members[pack["n_branches"] :]
         units.extend(packs)
