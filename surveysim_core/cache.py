@@ -106,7 +106,7 @@ class Cache:
         if is_main_process():
             shutil.rmtree(path, ignore_errors=True)
 
-    def put(self, kind: str, key: str, write: Callable[[Path], None]) -> Path | None:
+    def put(self, kind: str, key: str, write: Callable[[Path], object]) -> Path | None:
         """Write an entry through ``write(folder)``, atomically; the entry's folder, or None in
         a non-main process (only the main process writes)."""
         if not is_main_process():
@@ -170,7 +170,9 @@ class Cache:
                         "texts": a.texts,
                     }
                 )
-            np.savez(folder / "arrays.npz", **arrays)
+            # numpy's stubs match **arrays against savez's allow_pickle (a keyword only since
+            # numpy 2.1, so it is not passed: the core allows numpy 1.24)
+            np.savez(folder / "arrays.npz", **arrays)  # type: ignore[arg-type]
             (folder / "answers.json").write_text(json.dumps(meta, default=str), encoding="utf-8")
 
         self.put(kind, key, write)

@@ -212,10 +212,10 @@ class LanguageModelSystem:
                 if prompts.memory and prompts.memory_at_evaluation == "virtual"
                 else self._decode
             )
-            for t, answers in decode(model(), test, missing).items():
-                found[t] = answers
+            for t, decoded in decode(model(), test, missing).items():
+                found[t] = decoded
                 if self.cache is not None:
-                    self.cache.put_answers("answers", answer_keys[t], [answers])
+                    self.cache.put_answers("answers", answer_keys[t], [decoded])
             if self.cache is not None:
                 self.cache.computed.append(f"{self.name}: answers at t={missing}")
             self.timings["answer"] = time.time() - tick
@@ -443,7 +443,7 @@ class _LazyBackend:
     def adapter_for(self, *args: Any) -> Path | None:
         backend = self._get()
         if not hasattr(backend, "adapter_for"):  # a duck-typed backend from before system kinds
-            return Backend.adapter_for(backend, *args)  # type: ignore[arg-type]
+            return Backend.adapter_for(backend, *args)
         return backend.adapter_for(*args)
 
     def load(self, adapter: Path | None) -> Any:
