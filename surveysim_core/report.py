@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
+from surveysim_core.files import atomic_write_text
 from surveysim_core.prompts import default_templates
 from surveysim_core.scoring import summary_table
 
@@ -20,7 +21,7 @@ def write_report(run: Run) -> Path:
     from jinja2.sandbox import SandboxedEnvironment
 
     text = summary_table(run.metrics, catalogue=run.plan.metrics)
-    (run.dir / "summary.txt").write_text(text + "\n", encoding="utf-8")
+    atomic_write_text(run.dir / "summary.txt", text + "\n")
     env = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=True)
     template = env.from_string(default_templates()["report.html"])
     overall = run.metrics[run.metrics["segment"] == "all"]
@@ -31,5 +32,5 @@ def write_report(run: Run) -> Path:
         n_rows=len(run.metrics), n_overall=len(overall), timings=run.timings,
     )  # fmt: skip
     path = run.dir / "report.html"
-    path.write_text(html, encoding="utf-8")
+    atomic_write_text(path, html)
     return path

@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from surveysim_core.files import atomic_write
+
 from .pareto import pareto_front
 
 log = logging.getLogger(__name__)
@@ -119,7 +121,7 @@ def write_report(run: Any) -> None:
     table = kl_rmse_table(metrics)
     points = baseline_points(table, getattr(run, "settings", None))
     if len(points):
-        points.to_csv(out_dir / POINTS_FILE, index=False)
+        atomic_write(out_dir / POINTS_FILE, lambda tmp: points.to_csv(tmp, index=False))
     draw_rmse_kl(table, points, out_dir / PICTURE_FILE)
 
 
@@ -221,6 +223,8 @@ def draw_rmse_kl(table: pd.DataFrame, points: pd.DataFrame, path: Path) -> Path:
     )
     rows_of_legend = math.ceil(len(handles) / 4)
     fig.tight_layout(rect=(0, 0.04 + 0.03 * rows_of_legend, 1, 0.97))
-    fig.savefig(path, dpi=120)
+    # the format named: the temporary file's suffix is .tmp
+    suffix = Path(path).suffix.lstrip(".") or "png"
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format=suffix))
     plt.close(fig)
     return path
