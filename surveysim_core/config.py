@@ -7,6 +7,7 @@ with its own ``Options`` model (see :func:`validate_options`).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -14,6 +15,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from surveysim_core.errors import ConfigError
+
+#: the largest seed every random generator the toolkit uses accepts (numpy's legacy RandomState)
+SEED_MAX = 2**32 - 1
 
 
 class Strict(BaseModel):
@@ -39,7 +43,7 @@ class DataSection(Strict):
     subjects: int | None = Field(
         None, ge=10, description="Synthetic population size (default: the survey's own)."
     )
-    seed: int = Field(0, description="Seed of the synthetic population.")
+    seed: int = Field(0, ge=0, le=SEED_MAX, description="Seed of the synthetic population.")
     weight: str | None = Field(
         None, description="Column of survey weights in the data file (default: the survey's)."
     )
@@ -55,7 +59,7 @@ class SplitSection(Strict):
     train: float = Field(0.8, gt=0, description="Share of subjects for training.")
     val: float = Field(0.1, ge=0, description="Share of subjects for validation.")
     test: float = Field(0.1, gt=0, description="Share of subjects for testing.")
-    seed: int = Field(0, description="Seed of the subject-level split.")
+    seed: int = Field(0, ge=0, le=SEED_MAX, description="Seed of the subject-level split.")
     max_train_subjects: int | None = Field(
         None, ge=1, description="Use at most this many training subjects (seeded subsample)."
     )
@@ -81,6 +85,14 @@ class BackendSection(PluginRef):
         description="Fine-tuning loss, from the loss registry.",
     )
 
+    @model_validator(mode="after")
+    def _unique_systems(self) -> BackendSection:
+        listed = list(self.systems or [])
+        dupes = sorted({s for s in listed if listed.count(s) > 1})
+        if dupes:
+            raise ValueError(f"systems listed twice: {', '.join(dupes)}")
+        return self
+
 
 class DecodingSection(Strict):
     decoder: str = Field("sample", description="Decoder name: how answers are drawn from a model.")
@@ -88,7 +100,7 @@ class DecodingSection(Strict):
         default_factory=lambda: [0.0, 1.0], description="Temperatures; 0 means greedy."
     )
     max_new_tokens: int = Field(8, ge=1, description="Most tokens generated per answer.")
-    seed: int = Field(0, description="Seed for sampling.")
+    seed: int = Field(0, ge=0, le=SEED_MAX, description="Seed for sampling.")
     options: dict[str, Any] = Field(default_factory=dict, description="Decoder's own options.")
     calibrate: bool = Field(
         True,
@@ -106,6 +118,10 @@ class DecodingSection(Strict):
 
     @model_validator(mode="after")
     def _temperatures(self) -> DecodingSection:
+        if not self.temperatures:
+            raise ValueError("temperatures must list at least one temperature")
+        if not all(math.isfinite(t) for t in self.temperatures):
+            raise ValueError("temperatures must be finite numbers (not .nan or .inf)")
         if any(t < 0 for t in self.temperatures):
             raise ValueError("temperatures must be >= 0")
         if any(not t > 0 for t in self.calibration_grid):
@@ -127,7 +143,7 @@ class EvaluationSection(Strict):
     bootstrap: int = Field(
         200, ge=2, description="Bootstrap draws for confidence intervals and the floors."
     )
-    seed: int = Field(0, description="Seed for null models and the bootstrap.")
+    seed: int = Field(0, ge=0, le=SEED_MAX, description="Seed for null models and the bootstrap.")
 
 
 class OutputSection(Strict):
@@ -194,7 +210,9 @@ class RunConfig(Strict):
     )
     data: DataSection = Field(default_factory=DataSection)
     split: SplitSection = Field(default_factory=SplitSection)
-    questions: list[str] | None = Field(None, description="Only these question ids (default all).")
+    questions: list[str] | None = Field(
+        None, min_length=1, description="Only these question ids (omit for all; [] is an error)."
+    )
     backend: BackendSection | None = Field(None, description="Language-model backend, if any.")
     prompts: PromptsSection = Field(default_factory=PromptsSection)
     decoding: DecodingSection = Field(default_factory=DecodingSection)
@@ -271,14 +289,40 @@ def validate_options(cls: Any, options: dict[str, Any] | None, where: str, sourc
         raise ConfigError(format_validation_error(exc, source or "config", where)) from exc
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """The safe YAML loader, but a key given twice in one mapping is an error (plain YAML
+    keeps the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                duplicate = key in seen
+            except TypeError:  # an unhashable key; the base class reports it
+                break
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a configuration file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte {exc.start}); save the file as UTF-8"
+        ) from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=UniqueKeyLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""

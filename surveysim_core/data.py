@@ -161,11 +161,22 @@ def validate_long(
     row_numbers: list[int] = []  # the file row of each entry of rows
     weights: dict[str, tuple[float, int]] = {}  # subject -> (weight, first row)
     seen: dict[tuple, int] = {}
+    id_spelling: dict[str, tuple[str, int]] = {}
     for i, rec in enumerate(records, start=1):
         if _is_missing(rec["subject_id"]):
             problems.add(f"row {i}: subject_id is empty")
             continue
         sid = _context_key(rec["subject_id"])
+        written = str(rec["subject_id"]).strip()
+        if sid in id_spelling and id_spelling[sid][0] != written:
+            # '1' and '1.0' (or ' 7' and '7') would silently become one person
+            other, other_row = id_spelling[sid]
+            problems.add(
+                f"row {i}, column subject_id: {written!r} and {other!r} (row {other_row}) are the"
+                " same id written two ways; write each id one way"
+            )
+            continue
+        id_spelling.setdefault(sid, (written, i))
         qid = str(rec["question"]).strip()
         if qid not in questions:
             problems.add(f"row {i}: unknown question {qid!r}; known: {', '.join(questions)}")
@@ -222,6 +233,13 @@ def validate_long(
         for c, v in context.items():
             if v == "":
                 problems.add(f"row {i}, column {c}: empty, but question {qid} needs it")
+            elif spec.context_values.get(c) and v not in spec.context_values[c]:
+                # an unknown id would otherwise become the prompt text itself
+                allowed = list(spec.context_values[c])
+                problems.add(
+                    f"row {i}, column {c}: {v!r} is not one of the survey's {c} values"
+                    f" ({', '.join(allowed[:8])}{', ...' if len(allowed) > 8 else ''})"
+                )
         raw_seq = _context_key(rec.get("seq"))
         if raw_seq and not raw_seq.lstrip("-").isdigit():
             problems.add(f"row {i}, column seq: {rec.get('seq')!r} is not a whole number")

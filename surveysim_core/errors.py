@@ -14,6 +14,7 @@ EXIT_CONFIG = 3
 EXIT_DATA = 4
 EXIT_PLUGIN = 5
 EXIT_RUNTIME = 6
+EXIT_OUTPUT = 7
 EXIT_INTERRUPTED = 130
 
 
@@ -49,3 +50,10 @@ class RunError(SurveysimError):
 
 class ConditionError(DataError):
     """Data hold an answer to a question whose condition (``when:``) excludes that respondent."""
+
+
+class OutputError(SurveysimError):
+    """A result cannot be written: a full disk, a read-only folder, a path that is a file, or a
+    run directory another process holds. Files written before are left intact."""
+
+    exit_code = EXIT_OUTPUT

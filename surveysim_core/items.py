@@ -17,6 +17,7 @@ from surveysim_core.plan import Plan
 from surveysim_core.plugins import Plugins
 from surveysim_core.prompts import render_demographics, render_demographics_compact
 from surveysim_core.protocols import Example, ItemSet, Progress, Prompt
+from surveysim_core.rundir import check_data_file, synthetic_data
 
 
 def load_data(plan: Plan, run_dir: Path, plugins: Plugins, progress: Progress) -> SurveyData:
@@ -28,14 +29,16 @@ def load_data(plan: Plan, run_dir: Path, plugins: Plugins, progress: Progress) -
             raise ConfigError(
                 f"{plan.source}: data.source: survey {survey.name} has no synthetic population; give data.path"
             )
-        out = data_dir(run_dir)
-        path = out / "responses.csv"
-        if not path.exists():
-            progress(f"generating synthetic {survey.name} population (seed {cfg.seed})")
-            path = survey.synthesize(out, cfg.subjects or survey.spec.synthetic_subjects, cfg.seed)
+        n = cfg.subjects or survey.spec.synthetic_subjects
+        # generated whole (staged, then renamed) and checked by its SHA-256 when reused; the
+        # main process writes into the run directory, the others into a private folder
+        path = synthetic_data(data_dir(run_dir), survey.synthesize, n, cfg.seed, progress)
     else:
         assert cfg.path is not None  # DataSection requires a path for source 'file'
         path = Path(cfg.path)
+        if not path.is_file():
+            raise ConfigError(f"{plan.source}: data.path: {path} is not a file")
+        check_data_file(run_dir, path)  # results already in the run were computed from it
     progress(f"reading {path}")
     table = survey.load(path) if survey.load else read_table(path, plugins.data_formats)
     # not filtered here: validate_long skips the questions this run leaves out, reports

@@ -15,6 +15,7 @@ from surveysim_core.errors import ConfigError, SurveysimError
 from surveysim_core.plugins import Plugins
 from surveysim_core.prompts import PromptRenderer, default_templates
 from surveysim_core.protocols import Backend
+from surveysim_core.rundir import stderr_progress
 from surveysim_core.survey import Survey
 from surveysim_core.survey_files import resolve_survey
 from surveysim_core.sweep import variant_configs
@@ -223,4 +224,6 @@ def backend_systems(backend_cls: type, ref: Any, source: str) -> list[str]:
 
 def _registered_templates(plugins: Plugins) -> dict[str, str]:
     registry = plugins.templates
+    for name, plugin in plugins.template_overrides():
+        stderr_progress(f"warning: plugin {plugin!r} overrides the core template {name!r}")
     return {name: registry.get(name) for name in registry}

@@ -22,6 +22,7 @@ def list_plugins(plugins: Plugins, as_json: bool = False) -> str:
             "version": p.version,
             "hooks": p.hooks,
             "registers": registered.get(p.name, {}),
+            "overrides": p.overrides,  # core templates this plugin replaces
         }
         for p in plugins.info()
     ]
@@ -35,6 +36,8 @@ def list_plugins(plugins: Plugins, as_json: bool = False) -> str:
             names = row["registers"].get(kind)
             if names:
                 lines.append(f"  {kind}: {', '.join(names)}")
+        if row["overrides"]:
+            lines.append(f"  overrides core template(s): {', '.join(row['overrides'])}")
     return "\n".join(lines)
 
 

@@ -72,6 +72,47 @@ def _import_path(path: str, plugin: str, name: str) -> Any:
     return obj
 
 
+#: registries whose objects are classes (instantiated by the core); the others hold functions
+CLASS_REGISTRIES = {"answer_types", "decoders", "samplers", "losses", "metrics", "backends",
+                    "baselines"}  # fmt: skip
+
+
+def check_registered(kind: str, name: str, obj: Any, plugin: str) -> None:
+    """Reject an object that cannot be what ``kind`` holds, naming the plugin.
+
+    A ``"module:attr"`` string is checked when it is imported (``Entry.load``).
+    """
+    from surveysim_core.survey import Survey
+
+    def fail(expected: str) -> None:
+        shown = f"{obj!r}"[:80]
+        raise PluginError(
+            f"plugin {plugin!r} registered {kind} {name!r} as {shown}"
+            f" ({type(obj).__name__}); expected {expected}"
+        )
+
+    if kind in TEXT_REGISTRIES:
+        if not isinstance(obj, str):
+            fail("the template's Jinja source text")
+    elif kind == "surveys":
+        if not isinstance(obj, Survey):
+            fail("a surveysim_core.survey.Survey")
+    elif kind in CLASS_REGISTRIES:
+        # a builtin such as print is callable but no class: rejected as well
+        if not isinstance(obj, type):
+            fail("a class")
+    elif not callable(obj) or type(obj).__name__ == "builtin_function_or_method":
+        fail("a function")
+
+
+def _lazy_path(target: Any) -> bool:
+    if not isinstance(target, str):
+        return False
+    module, sep, attribute = target.partition(":")
+    parts = [*module.split("."), *(attribute.split(".") if attribute else [])]
+    return bool(sep) and all(part.isidentifier() for part in parts)
+
+
 @dataclass
 class Entry:
     """One registered object, with the plugin that registered it."""
@@ -83,6 +124,7 @@ class Entry:
     #: the options model: a "module:attr" path or a class, None for "takes no options", or
     #: UNDECLARED (read ``Options`` from the object itself)
     options: Any = UNDECLARED
+    kind: str = ""
     _resolved: Any = field(default=None, repr=False)
 
     @property
@@ -95,6 +137,7 @@ class Entry:
             target = self.target
             if isinstance(target, str) and self.lazy:
                 target = _import_path(target, self.plugin, self.name)
+            check_registered(self.kind, self.name, target, self.plugin)
             self._resolved = target
         return self._resolved
 
@@ -142,8 +185,17 @@ class Registry:
                 f"{self.kind} {name!r} is registered by two plugins: {other!r} and {plugin!r};"
                 f" block one with SURVEYSIM_BLOCK_PLUGINS={plugin}"
             )
+        lazy = self.kind not in TEXT_REGISTRIES
+        if lazy and isinstance(target, str):
+            if not _lazy_path(target):
+                raise PluginError(
+                    f"plugin {plugin!r} registered {self.kind} {name!r} as {target!r};"
+                    f" a string must be a 'module:attribute' path"
+                )
+        else:
+            check_registered(self.kind, name, target, plugin)
         self._entries[name] = Entry(
-            name, target, plugin, lazy=self.kind not in TEXT_REGISTRIES, options=options
+            name, target, plugin, lazy=lazy, options=options, kind=self.kind
         )
 
     def __contains__(self, name: object) -> bool:
@@ -184,6 +236,7 @@ class PluginInfo:
     name: str
     version: str
     hooks: list[str]
+    overrides: list[str] = field(default_factory=list)  # core templates this plugin replaces
 
 
 def _selected(env_value: str | None) -> set[str] | None:
@@ -322,8 +375,32 @@ class Plugins:
             return self.registry(kind)
         raise AttributeError(kind)
 
-    def add_commands(self, cli: Any) -> None:
-        self._call_each("register_commands", lambda plugin_name: {"cli": cli})
+    def add_commands(self, cli: Any, warn: Callable[[str], None] | None = None) -> None:
+        """Let each plugin add its commands; a plugin that fails loses only its own commands
+        (with a warning), so that ``--help`` and every other command keep working."""
+        import sys
+
+        warn = warn or (lambda message: print(f"warning: {message}", file=sys.stderr))
+        for impl in reversed(self.pm.hook.register_commands.get_hookimpls()):
+            before = dict(getattr(cli, "commands", {}))
+            try:
+                impl.function(**{key: cli for key in impl.argnames})
+            except Exception as exc:
+                if hasattr(cli, "commands"):  # drop what it added before failing
+                    cli.commands.clear()
+                    cli.commands.update(before)
+                warn(
+                    f"plugin {impl.plugin_name!r} failed in register_commands"
+                    f" ({type(exc).__name__}: {exc}); its commands are disabled"
+                )
+
+    def template_overrides(self) -> list[tuple[str, str]]:
+        """``(template, plugin)`` for each core template a plugin replaces."""
+        from surveysim_core.prompts import default_templates
+
+        core = default_templates()
+        registry = self.templates
+        return [(name, registry.entry(name).plugin) for name in registry if name in core]
 
     def write_reports(self, run: Any) -> None:
         self._call_each("surveysim_write_report", lambda plugin_name: {"run": run})
@@ -335,6 +412,12 @@ class Plugins:
                 continue
             hooks = sorted(caller.name for caller in self.pm.get_hookcallers(plugin) or [])
             out.append(PluginInfo(name, self.versions.get(name, ""), hooks))
+        try:
+            overrides = self.template_overrides()
+        except PluginError:  # a broken template registration is reported where it is used
+            overrides = []
+        for info in out:
+            info.overrides = sorted(t for t, plugin in overrides if plugin == info.name)
         return out
 
 

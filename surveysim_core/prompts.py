@@ -100,4 +100,8 @@ class PromptRenderer:
             raise ConfigError(f"{self.source}: template {name!r}: {exc.message}") from None
         except jinja2.exceptions.SecurityError as exc:
             raise ConfigError(f"{self.source}: template {name!r} is unsafe: {exc}") from None
+        except Exception as exc:  # a runtime error inside the template: 1/0, "a" + 1, ...
+            raise ConfigError(
+                f"{self.source}: template {name!r} failed: {type(exc).__name__}: {exc}"
+            ) from None
         return " ".join(text.split())  # templates wrap lines for readability; prompts are one line

@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from surveysim_core.files import atomic_write_text
 from surveysim_core.prompts import default_templates
 from surveysim_core.scoring import (
     HIGHER_IS_BETTER,
@@ -883,7 +884,7 @@ def write_report(run: Run) -> Path:
     from jinja2.sandbox import SandboxedEnvironment
 
     text = summary_table(run.metrics, catalogue=run.plan.metrics)
-    (run.dir / "summary.txt").write_text(text + "\n", encoding="utf-8")
+    atomic_write_text(run.dir / "summary.txt", text + "\n")
     diffs_path = run.dir / "differences.csv"
     diffs = (
         pd.read_csv(diffs_path)
@@ -930,5 +931,5 @@ def write_report(run: Run) -> Path:
         config=yaml.safe_dump(run.config.model_dump(mode="json"), sort_keys=False),
     )
     path = run.dir / "report.html"
-    path.write_text(html, encoding="utf-8")
+    atomic_write_text(path, html)
     return path

@@ -32,7 +32,14 @@ from surveysim_core.plugins import Plugins
 from surveysim_core.preflight import preflight
 from surveysim_core.protocols import Example, ItemSet, Progress
 from surveysim_core.report import write_report
-from surveysim_core.rundir import RunDir, choose_run_dir, config_hash, is_main_process
+from surveysim_core.rundir import (
+    RunDir,
+    choose_run_dir,
+    config_hash,
+    is_main_process,
+    point_latest,
+    remove_leftovers,
+)
 from surveysim_core.scoring import (
     DIFFERENCE_COLUMNS,
     difference_rows,
@@ -43,6 +50,7 @@ from surveysim_core.split import split_by_subject
 from surveysim_core.summary import write_summary
 from surveysim_core.survey import Survey
 from surveysim_core.systems import build_systems
+from surveysim_core.validation import check_enough_subjects, check_population
 
 __all__ = [
     "Plan", "Run", "build_items", "examples", "execute", "load_data", "parse_with", "plan_run",
@@ -98,7 +106,8 @@ def execute(
     preflight(plan)
     rd = open_run_dir(config, resume, run_dir, progress)
     try:
-        return _stages(plan, rd, plugins, resume, progress, started, timings)
+        with rd:  # the run directory's lock is released however the run ends
+            return _stages(plan, rd, plugins, resume, progress, started, timings)
     finally:
         logs.detach_run_log()
 
@@ -145,8 +154,26 @@ def report_cache(cache: Cache, progress: Progress) -> None:
 def open_run_dir(
     config: RunConfig, resume: bool, run_dir: str | None, progress: Progress
 ) -> RunDir:
-    """The run directory: a new one, or the one to resume (same configuration only)."""
+    """The run directory: a new one, or the one to resume (same configuration only).
+
+    It is created exclusively and locked (``.lock``); use the result as a context manager, which
+    releases the lock and removes a fresh run directory that an error left without results.
+    """
     path = choose_run_dir(config, resume, run_dir)
+    created = run_dir is None and not (path / "config.hash").exists()
+    rd = RunDir(path, lock=True, created=created)
+    try:
+        _check_run_dir(rd, config, resume, run_dir, progress)
+    except BaseException as exc:
+        rd.__exit__(type(exc), exc, exc.__traceback__)
+        raise
+    return rd
+
+
+def _check_run_dir(
+    rd: RunDir, config: RunConfig, resume: bool, run_dir: str | None, progress: Progress
+) -> None:
+    path = rd.path
     main = is_main_process()
     # the main process checks: in a launch the others see the config.hash it has just written
     if main and path.exists() and (path / "config.hash").exists() and not resume:
@@ -160,6 +187,9 @@ def open_run_dir(
                 " the adapters, answers and baseline predictions these changes leave alone"
             )
         progress(f"resuming {path}")
+        remove_leftovers(path)  # what a killed writer left half-written
+    elif main and resume and run_dir is not None:
+        raise ConfigError(f"{path}: --resume: nothing to resume here (no run was started)")
     elif main and resume and run_dir is None:
         latest = _latest_run(Path(config.output.dir))
         if latest is not None:
@@ -167,13 +197,11 @@ def open_run_dir(
                 f"no run of this exact configuration to resume; {latest} differs"
                 f" ({describe_changes(latest, config)}): starting a new run, reusing cached results"
             )
-    rd = RunDir(path)
     if rd.main:
         logs.attach_run_log(path)
     rd.write_text("config.yaml", yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
     rd.write_text("config.hash", config_hash(config) + "\n")
     progress(f"run directory: {path}")
-    return rd
 
 
 def describe_changes(run_dir: Path, config: RunConfig, most: int = 6) -> str:
@@ -225,9 +253,11 @@ def item_sets(
             columns=["subject_id", "split"],
         ),
     )
+    check_enough_subjects(data.respondents, splits, source)
     population = plan.sampler.sample(
         data.respondents, splits, config.evaluation.seed, plan.survey.spec
     )
+    check_population(population, splits, source)
     missing = [s for s in population.index if s not in data.respondents.index]
     if missing:
         raise ConfigError(
@@ -281,12 +311,5 @@ def finish(run: Run, rd: RunDir, plugins: Plugins, progress: Progress) -> None:
     write_summary(run)
     status = {"finished": True, "timings_s": run.timings, "cache": run.cache}
     rd.write_text("status.json", json.dumps(status, indent=2))
-    latest = run.dir.parent / "latest"
     if rd.main and run.dir.parent == Path(run.config.output.dir):
-        try:
-            if latest.is_symlink():
-                latest.unlink()
-            if not latest.exists():
-                latest.symlink_to(run.dir.name)
-        except OSError:
-            pass
+        point_latest(run.dir)

@@ -889,7 +889,9 @@ def write_population(
     if csv_path.exists() and not overwrite:
         raise FileExistsError(f"{csv_path} already exists; pass overwrite=True to replace it")
     df, truth = synthesize_population(n_subjects=n_subjects, seed=seed)
-    out.mkdir(parents=True, exist_ok=True)
-    df.to_csv(csv_path, index=False, lineterminator="\n")
-    truth_path.write_text(json.dumps(truth, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    from surveysim_core.files import atomic_write, atomic_write_text
+
+    # each file whole or not at all; the data file last, so that its presence means both are
+    atomic_write_text(truth_path, json.dumps(truth, indent=2, sort_keys=False) + "\n")
+    atomic_write(csv_path, lambda tmp: df.to_csv(tmp, index=False, lineterminator="\n"))
     return csv_path

@@ -1,14 +1,20 @@
 """Resumable training state written without pickle.
 
 Tensors (adapter weights, optimizer moments, RNG states) go to safetensors files; everything else
-(optimizer hyper-parameters, scheduler counters, the trainer's position) to JSON. A checkpoint is
-written to a temporary folder and renamed into place, so an interruption while saving leaves the
-previous checkpoint intact.
+(optimizer hyper-parameters, scheduler counters, the trainer's position) to JSON.
+
+A checkpoint survives a kill at any instant. It is written to ``checkpoint.tmp``; its last file is
+the marker ``COMPLETE``, written after every other file is flushed to disk. The swap then renames
+``checkpoint`` to ``checkpoint.old`` and ``checkpoint.tmp`` to ``checkpoint``. A folder is removed
+only after its marker is, so a folder with the marker is always whole. On resume,
+:func:`recover` keeps the newest complete copy among the three names (by training step) as
+``checkpoint`` and removes the others: at most one save interval is lost.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -55,7 +61,10 @@ def set_rng_state(tensors: dict[str, torch.Tensor]) -> None:
 
 
 def write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
+    """Write JSON through a unique temporary file and a rename (a kill leaves the old file)."""
+    from surveysim_core.files import atomic_write_text
+
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True))
 
 
 def read_json(path: Path) -> Any:
@@ -67,11 +76,62 @@ def staging(folder: Path) -> Path:
     return folder.with_name(folder.name + ".tmp")
 
 
+COMPLETE = "COMPLETE"
+
+
+def is_complete(folder: Path) -> bool:
+    """True when ``folder`` holds a whole checkpoint (its marker was written last)."""
+    return (folder / COMPLETE).is_file() and (folder / "trainer.json").is_file()
+
+
+def discard(folder: Path) -> None:
+    """Remove a checkpoint folder, its marker first, so that a half-removed folder never
+    looks complete."""
+    if not folder.exists():
+        return
+    (folder / COMPLETE).unlink(missing_ok=True)
+    shutil.rmtree(folder)
+
+
+def _step(folder: Path) -> int:
+    try:
+        return int(read_json(folder / "trainer.json")["global_step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return -1
+
+
+def recover(folder: Path) -> bool:
+    """Make ``folder`` the newest complete checkpoint among ``folder``, ``folder.old`` and
+    ``folder.tmp`` (whatever a kill during a save left) and remove the rest (main process only).
+
+    Returns whether a complete checkpoint is there afterwards.
+    """
+    old = folder.with_name(folder.name + ".old")
+    tmp = staging(folder)
+    # a checkpoint of an earlier version has no marker; it was only ever renamed in whole
+    legacy = folder.is_dir() and not (folder / COMPLETE).exists() and not old.exists()
+    legacy = legacy and not tmp.exists() and (folder / "trainer.json").is_file()
+    if legacy:
+        return True
+    complete = [f for f in (folder, old, tmp) if is_complete(f)]
+    if not complete:
+        for f in (tmp, old, folder):
+            discard(f)
+        return False
+    # the newest step wins; on a tie the folder already in place
+    best = max(complete, key=lambda f: (_step(f), f == folder))
+    if best != folder:
+        discard(folder)
+        best.rename(folder)
+    for f in (tmp, old):
+        discard(f)
+    return True
+
+
 def begin_checkpoint(folder: Path) -> Path:
     """Create an empty staging folder (main process only); every process then saves its RNG."""
     tmp = staging(folder)
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    discard(tmp)
     tmp.mkdir(parents=True)
     return tmp
 
@@ -83,7 +143,16 @@ def finish_checkpoint(
     scheduler: dict[str, Any],
     trainer: dict[str, Any],
 ) -> None:
-    """Write the shared state into the staging folder and swap it in (main process only)."""
+    """Write the shared state into the staging folder and swap it in (main process only).
+
+    A full disk raises ``OutputError`` naming the folder; the previous checkpoint stays."""
+    from surveysim_core.files import output_errors
+
+    with output_errors(staging(folder)):
+        _finish_checkpoint(folder, adapter, optimizer, scheduler, trainer)
+
+
+def _finish_checkpoint(folder, adapter, optimizer, scheduler, trainer) -> None:
     tmp = staging(folder)
     save_file(
         {k: v.detach().cpu().contiguous() for k, v in adapter.items()}, tmp / "adapter.safetensors"
@@ -95,18 +164,30 @@ def finish_checkpoint(
     scheduler = {**scheduler, "lr_lambdas": [None] * len(scheduler.get("lr_lambdas", []))}
     write_json(tmp / "scheduler.json", scheduler)
     write_json(tmp / "trainer.json", trainer)
+    _sync_folder(tmp)
+    write_json(tmp / COMPLETE, {"global_step": trainer.get("global_step")})
     old = folder.with_name(folder.name + ".old")
-    if old.exists():
-        shutil.rmtree(old)
+    discard(old)
     if folder.exists():
         folder.rename(old)
     tmp.rename(folder)
-    if old.exists():
-        shutil.rmtree(old)
+    discard(old)
+
+
+def _sync_folder(folder: Path) -> None:
+    """Flush every file of ``folder`` to disk, so that the marker written after them cannot
+    reach the disk before they do."""
+    for f in folder.iterdir():
+        if f.is_file():
+            with open(f, "rb") as handle:
+                os.fsync(handle.fileno())
 
 
 def save_rng(folder: Path, rank: int) -> None:
-    save_file(rng_state(), folder / f"rng-{rank}.safetensors")
+    from surveysim_core.files import output_errors
+
+    with output_errors(folder):
+        save_file(rng_state(), folder / f"rng-{rank}.safetensors")
 
 
 def load_checkpoint(folder: Path) -> dict[str, Any]:

@@ -247,6 +247,10 @@ def fine_tune(
                 summary["steps"],
                 summary["tokens_per_second"],
             )
+    if resume:  # a kill during a save may have left the newest copy under another name
+        if main:
+            ckpt.recover(ckpt_dir)
+        accelerator.wait_for_everyone()
     if resume and (ckpt_dir / "trainer.json").is_file():
         state = ckpt.load_checkpoint(ckpt_dir)
         if state["trainer"]["fingerprint"] != stamp:

@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from surveysim_core.files import atomic_write
+
 from .pareto import pareto_front
 
 log = logging.getLogger(__name__)
@@ -123,7 +125,7 @@ def write_report(run: Any) -> None:
     table = kl_rmse_table(metrics)
     points = baseline_points(table, getattr(run, "settings", None))
     if len(points):
-        points.to_csv(out_dir / POINTS_FILE, index=False)
+        atomic_write(out_dir / POINTS_FILE, lambda tmp: points.to_csv(tmp, index=False))
     draw_rmse_kl(_with_kl_range(table, metrics), points, out_dir / PICTURE_FILE, metrics)
 
 
@@ -351,6 +353,8 @@ def draw_rmse_kl(
     height = fig.get_size_inches()[1]
     bottom = (0.22 * rows_of_legend + 0.1) / height
     fig.tight_layout(rect=(0, bottom, 1, 0.96))
-    fig.savefig(path, dpi=120)
+    # the format named: the temporary file's suffix is .tmp
+    suffix = Path(path).suffix.lstrip(".") or "png"
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format=suffix))
     plt.close(fig)
     return path

@@ -76,6 +76,9 @@ def fit_predict(
 ) -> np.ndarray:
     """Fit one model; the test rows' predictions on the [0, 1] scale (ordered) or codes.
     ``sample_weight``: survey weights of the training rows (weighted fit), or None."""
+    from surveysim_core.interrupts import ignore_interrupts_in_worker
+
+    ignore_interrupts_in_worker()  # Ctrl-C is reported once, by the main process
     if len(np.unique(target)) == 1:
         return np.full(len(x_test), float(target[0]))
     model = _model(params, ordered, options, seed)

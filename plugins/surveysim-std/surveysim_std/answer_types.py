@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from surveysim_core.answers import AnswerType
+
+_PLAIN_NUMBER = re.compile(r"[+-]?[0-9]+(\.[0-9]*)?", re.ASCII)
 
 
 class IntegerOptions(BaseModel):
@@ -38,10 +41,18 @@ class IntegerAnswer(AnswerType):
         self.labels = [str(v) for v in range(options.min, options.max + 1)]
 
     def to_code(self, raw: Any) -> float | None:
-        try:
-            value = float(str(raw).strip()) if not isinstance(raw, (int, float)) else float(raw)
-        except ValueError:
+        """The answer as a number, or None. Text must be plain ASCII digits (``7``, ``-3``,
+        ``7.0``): ``1e1``, ``5_0``, Arabic-Indic digits and booleans are not answers, although
+        Python's ``float`` would accept them."""
+        if isinstance(raw, (bool, np.bool_)):
             return None
+        if isinstance(raw, (int, float, np.integer, np.floating)):
+            value = float(raw)
+        else:
+            text = str(raw).strip()
+            if not _PLAIN_NUMBER.fullmatch(text):
+                return None
+            value = float(text)
         if not np.isfinite(value) or not value.is_integer():
             return None
         if not self.options.min <= value <= self.options.max:
@@ -84,6 +95,8 @@ class CategoricalAnswer(AnswerType):
             self._lookup[_norm(alias)] = options.options.index(label)
 
     def to_code(self, raw: Any) -> float | None:
+        if isinstance(raw, (bool, np.bool_)):
+            return None
         code = self._lookup.get(_norm(str(raw)))
         if code is None and isinstance(raw, (int, float)) and float(raw) in self.support:
             return float(raw)

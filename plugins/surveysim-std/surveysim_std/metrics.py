@@ -17,6 +17,11 @@ Choices the paper leaves open, fixed here:
   system with few valid answers is not pulled towards uniform (and so rewarded) for failing;
   ``success_rate`` reports failures. This keeps KL finite and treats sampled and exact answers
   alike.
+* **KL of a system that mostly fails**: rescaling would let a handful of valid answers stand
+  for all of them (at temperature ``inf`` a tiny, nearly uniform valid mass once scored KL 2.5e-9
+  at success rate 0.0002). So KL (and Wasserstein, representativeness) are NaN, "not reported",
+  when the valid mass is below ``MIN_SUCCESS_RATE`` (one half) of the items: a system cannot
+  win on distribution metrics by failing.
 * **Bins**: the answer type's bins (width 10 on 0-100, so ten bins with 100 in the last; width 1
   on 0-9 and on 1-7 scales; one bin per option for categorical answers).
 * **Wasserstein**: the 1-D earth mover's distance between the two answer distributions on the
@@ -45,6 +50,15 @@ from surveysim_core.protocols import Metric
 from surveysim_core.weights import normalised
 
 SMOOTHING = 0.5
+#: below this share of valid answers, distribution metrics (KL, Wasserstein) are NaN
+MIN_SUCCESS_RATE = 0.5
+
+
+def mostly_failed(model: AnswerDistribution, mass: np.ndarray | None = None) -> bool:
+    """True when fewer than ``MIN_SUCCESS_RATE`` of the items have a valid answer (in mass;
+    ``mass``: the model's weighted mass per value, with weights of mean 1, if weighted)."""
+    total = model.probs.sum() if mass is None else float(np.sum(mass))
+    return len(model) == 0 or total < MIN_SUCCESS_RATE * len(model)
 
 
 def human_counts(
@@ -110,7 +124,7 @@ class KL(Metric):
                  model_weights=None) -> float:  # fmt: skip
         wh, wm = _weights(weights, model_weights, len(human), len(model))
         mass = model_mass(model, wm)
-        if mass.sum() <= 0 or len(human) == 0:
+        if mass.sum() <= 0 or len(human) == 0 or mostly_failed(model, mass):
             return float("nan")
         counts = human_counts(human, answer, wh)
         return kl_divergence(binned(counts, answer), binned(mass, answer))
@@ -201,7 +215,7 @@ class Wasserstein(Metric):
                  model_weights=None) -> float:  # fmt: skip
         wh, wm = _weights(weights, model_weights, len(human), len(model))
         mass = model_mass(model, wm)
-        if mass.sum() <= 0 or len(human) == 0:
+        if mass.sum() <= 0 or len(human) == 0 or mostly_failed(model, mass):
             return float("nan")
         return wasserstein_normalised(human_counts(human, answer, wh), mass, answer)
 

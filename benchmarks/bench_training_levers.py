@@ -1,0 +1,118 @@
+#!/usr/bin/env python
+"""Speed levers for fine-tuning, each against today's trainer in the same run on one machine.
+
+Every arm trains the same examples (the default EV-shift config's prompts) for ``--epochs``
+epochs with the hf backend's packed trainer and reports the wall time of ``fine_tune`` (model
+load, LoRA, tokenising, caching, checkpoints included), tokens per second of training text, and
+the ratio against the reference arm:
+
+* ``reference``: LoRA on every layer (today's default trainer);
+* ``top-N``: LoRA on the top N decoder layers only (``lora_layers``), backward stops early;
+* ``top-N + cache``: the same, with the frozen layers' output computed once and reused every
+  epoch (``cache_frozen_layers``, exact: tests/plugins/test_hf_frozen.py);
+* ``compact persona``: the reference trainer on the compact persona rendering
+  (``prompts.persona: compact``), which shortens every training sequence;
+* ``threads=1``: the reference with one thread instead of the machine's cores.
+
+    .venv/bin/python benchmarks/bench_training_levers.py [--respondents 24] [--epochs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def training_examples(respondents: int, persona: str, workdir: Path):
+    from surveysim_core.config import load_config
+    from surveysim_core.items import build_items, examples, load_data
+    from surveysim_core.plan import plan_run
+    from surveysim_core.plugins import get_plugins
+    from surveysim_core.protocols import Progress
+    from surveysim_core.split import split_by_subject
+
+    source = str(ROOT / "surveys" / "evshift.yaml")
+    config = load_config(source, ["data.subjects=400", f"prompts.persona={persona}"])
+    plugins = get_plugins()
+    plan = plan_run(config, source, plugins)
+    data = load_data(plan, workdir, plugins, Progress(lambda m: None))
+    splits = split_by_subject(
+        data.respondents.index, {"train": 0.8, "val": 0.1, "test": 0.1}, 0,
+        caps={"train": respondents, "val": 1, "test": 1},
+    )  # fmt: skip
+    return examples(build_items(plan, data, splits["train"])), plan
+
+
+def arm(name: str, options, train, workdir: Path) -> dict:
+    from surveysim_hf.backend import HFBackend
+    from surveysim_hf.losses import CrossEntropyLoss
+    from surveysim_hf.train import read_train_log
+
+    backend = HFBackend(options, workdir)
+    start = time.perf_counter()
+    adapter = backend.fine_tune(train, [], CrossEntropyLoss(), workdir / "adapter", False)
+    seconds = time.perf_counter() - start
+    rows = [r for r in read_train_log(adapter / "train_log.csv") if r["split"] == "train"]
+    tokens = sum(r["tokens"] for r in rows)
+    print(f"{name}: {seconds:.1f}s, {tokens} training tokens; load {os.getloadavg()[0]:.2f}")
+    return {"seconds": seconds, "tokens": tokens}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--respondents", type=int, default=24)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--top", type=int, default=8, help="N of the top-N arms")
+    parser.add_argument("--skip-threads", action="store_true")
+    args = parser.parse_args()
+
+    import torch
+    from surveysim_hf.options import HFOptions
+
+    print(f"cores {os.cpu_count()}, torch threads {torch.get_num_threads()},"
+          f" load {os.getloadavg()}", flush=True)  # fmt: skip
+    work = Path(tempfile.mkdtemp(prefix="bench-levers-"))
+    train, plan = training_examples(args.respondents, "paper", work / "data")
+    compact, _ = training_examples(args.respondents, "compact", work / "data")
+    opts = dict(plan.config.backend.options)
+    opts.update(epochs=args.epochs, progress_bars=False, checkpoint_every=0)
+    results: dict[str, dict] = {}
+    results["reference"] = arm("reference", HFOptions(**opts), train, work / "ref")
+    results[f"top-{args.top}"] = arm(
+        f"top-{args.top}",
+        HFOptions(**opts, lora_layers=args.top, cache_frozen_layers=False),
+        train,
+        work / "top",
+    )
+    results[f"top-{args.top} + cache"] = arm(
+        f"top-{args.top} + cache", HFOptions(**opts, lora_layers=args.top), train, work / "cache"
+    )
+    results["compact persona"] = arm(
+        "compact persona", HFOptions(**opts), compact, work / "compact"
+    )
+    if not args.skip_threads:
+        results["threads=1"] = arm("threads=1", HFOptions(**opts, threads=1), train, work / "t1")
+
+    ref = results["reference"]["seconds"]
+    print()
+    print(f"## {args.respondents} respondents, {len(train)} answers, {args.epochs} epochs;"
+          f" load average at end {os.getloadavg()[0]:.2f}")  # fmt: skip
+    print()
+    print("| arm | wall s | training tokens | tokens/s | speed-up vs reference |")
+    print("|---|---|---|---|---|")
+    for name, r in results.items():
+        print(
+            f"| {name} | {r['seconds']:.1f} | {r['tokens']} | {r['tokens'] / r['seconds']:.0f} |"
+            f" {ref / r['seconds']:.2f}x |"
+        )
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
