@@ -89,11 +89,23 @@ FLOOR_TITLE = {
 MARGINAL_BASELINE = "marginal baseline (sampled)"
 MARGINAL_FLOOR = "exact marginal floor"
 
-PACKAGES = [
-    "surveysim-core", "surveysim-std", "surveysim-sklearn", "surveysim-hf", "surveysim-evshift",
-    "surveysim-anes96", "surveysim-losses", "numpy", "pandas", "scikit-learn", "catboost",
-    "torch", "transformers", "peft", "accelerate", "matplotlib",
+#: libraries whose versions the provenance lists, besides every installed surveysim package
+LIBRARIES = [
+    "numpy", "pandas", "scikit-learn", "catboost", "torch", "transformers", "peft",
+    "accelerate", "matplotlib",
 ]  # fmt: skip
+
+
+def _packages() -> list[str]:
+    """The surveysim core and plugin distributions installed here, then :data:`LIBRARIES`."""
+    own = sorted(
+        {
+            d.metadata["Name"]
+            for d in metadata.distributions()
+            if (d.metadata["Name"] or "").lower().startswith("surveysim")
+        }
+    )
+    return own + LIBRARIES
 
 
 # ----------------------------------------------------------------------------------------------
@@ -846,7 +858,7 @@ def provenance(run: Run) -> list[tuple[str, str]]:
         ("seeds", f"data {cfg.data.seed}, split {cfg.split.seed}, decoding {cfg.decoding.seed}, "
                   f"evaluation {cfg.evaluation.seed} ({cfg.evaluation.bootstrap} bootstrap draws)")
     )  # fmt: skip
-    rows.append(("packages", _versions(PACKAGES)))
+    rows.append(("packages", _versions(_packages())))
     rows.append(("git commit", _git_commit()))
     rows.append(("machine", _machine()))
     # when the run (last) started, not when this page was rendered: a re-render is the same page
