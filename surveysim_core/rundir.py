@@ -35,7 +35,10 @@ from surveysim_core.survey_files import survey_label
 DATA_HASHES = "data.sha256.json"
 # what a run directory holds before any stage result; a fresh run that fails with only these
 # written is removed again, so that a bad input leaves no half-made run behind
-_SETUP_FILES = {"config.yaml", "config.hash", "data", DATA_HASHES, "splits.csv", DirectoryLock.NAME}
+#: what a run directory holds before any result: removed with it when a fresh run fails
+_SETUP_FILES = {
+    "config.yaml", "config.hash", "data", DATA_HASHES, "splits.csv", "run.log", DirectoryLock.NAME,
+}  # fmt: skip
 
 
 def stderr_progress(message: str) -> None:
