@@ -25,12 +25,21 @@ from surveysim_core.plan import Plan
 from surveysim_core.protocols import ItemSet, Progress, System, SystemAnswers, SystemResult
 from surveysim_core.report import system_headline
 from surveysim_core.rundir import RunDir
-from surveysim_core.scoring import METRIC_COLUMNS, DrawKey, readout_rows, score_system
+from surveysim_core.scoring import (
+    METRIC_COLUMNS,
+    DrawKey,
+    higher_is_better,
+    readout_rows,
+    score_system,
+)
+from surveysim_core.selection import CHOICE_COLUMNS, choice_summary, mark_choice
 from surveysim_core.systems import system_id
 
-#: metrics.csv: the tidy columns, then the id of the system's full settings
-SCORED_COLUMNS = [*METRIC_COLUMNS, "system_id"]
-SETTINGS_COLUMNS = ["system", "system_id", "setting", "params", "settings"]
+#: metrics.csv: the tidy columns, the id of the system's full settings, then how a baseline's
+#: setting was chosen (:mod:`surveysim_core.selection`)
+SCORED_COLUMNS = [*METRIC_COLUMNS, "system_id", *CHOICE_COLUMNS]
+#: settings.csv; ``validation``: a baseline setting's validation values and what it was chosen for
+SETTINGS_COLUMNS = ["system", "system_id", "setting", "params", "settings", "validation"]
 
 
 @dataclass
@@ -45,10 +54,14 @@ class Scored:
     draws: dict[DrawKey, np.ndarray] = field(default_factory=dict)
 
 
-def score_result(result: SystemResult, plan: Plan, test: ItemSet) -> Scored:
+def score_result(
+    result: SystemResult, plan: Plan, test: ItemSet, val: ItemSet | None = None
+) -> Scored:
     """Metric rows, predictions and settings rows of one system's answers to ``test``.
 
-    Answers without a temperature (a baseline's) are scored as given (readout ``answer``);
+    Answers without a temperature (a baseline's) are scored as given (readout ``answer``), and
+    their setting per question and metric is chosen on the validation split where the result
+    has answers to ``val`` (:func:`~surveysim_core.selection.mark_choice`);
     answers at temperatures (a language model's) get every readout of
     :func:`~surveysim_core.scoring.readout_rows` (greedy / sample, expected, calibrated).
     """
@@ -91,8 +104,32 @@ def score_result(result: SystemResult, plan: Plan, test: ItemSet) -> Scored:
             plan.metrics, plan.segments, calibrated=result.calibrated_temperature, **boot,
         )  # fmt: skip
     metrics = pd.DataFrame(rows, columns=METRIC_COLUMNS).assign(system_id=sid)
+    if any(a.temperature is None for a in result.answers):
+        metrics = mark_choice(
+            metrics, _validation_rows(result, plan, val), higher_is_better(plan.metrics),
+            result.system,
+        )  # fmt: skip
+        choice = choice_summary(metrics)
+        for row in settings:
+            row["validation"] = json.dumps(choice.get(str(row["setting"]), {}), sort_keys=True)
+    metrics = metrics.reindex(columns=SCORED_COLUMNS)
     predictions = pd.concat(preds, ignore_index=True) if preds else None
     return Scored(metrics, settings, predictions, draws=draws)
+
+
+def _validation_rows(result: SystemResult, plan: Plan, val: ItemSet | None) -> pd.DataFrame | None:
+    """Overall metric rows of the result's answers to the validation items (no bootstrap, no
+    segments); None when there are none."""
+    if val is None or not len(val) or not result.validation:
+        return None
+    rows: list[dict[str, Any]] = []
+    for ans in result.validation:
+        if ans.temperature is None:
+            rows += score_system(
+                result.system, ans.setting, None, val.items, val.respondents, ans.distribution,
+                plan.answer_types, plan.metrics, [],
+            )  # fmt: skip
+    return pd.DataFrame(rows, columns=METRIC_COLUMNS)
 
 
 def write_draws(rd: RunDir, name: str, draws: dict[DrawKey, np.ndarray]) -> None:
@@ -200,7 +237,7 @@ def run_and_score(
         tick = time.time()
         progress(f"{system.name}: running")
         result = system.run(train, val, test)
-        scored = score_result(result, plan, test)
+        scored = score_result(result, plan, test, val)
         if scored.predictions is not None:
             rd.write_frame(f"{folder}/predictions.{fmt}", scored.predictions)
         at_temperatures = [a for a in result.answers if a.temperature is not None]

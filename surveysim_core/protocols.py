@@ -277,6 +277,9 @@ class SystemResult:
     #: the temperature chosen on the validation split (its answers are among ``answers``),
     #: scored as the ``calibrated`` readout
     calibrated_temperature: float | None = None
+    #: the same settings' answers to the validation items (a baseline's, for choosing its best
+    #: setting on validation: :mod:`surveysim_core.selection`); None where not given
+    validation: list[SystemAnswers] | None = None
 
 
 class System(Protocol):

@@ -43,6 +43,7 @@ from surveysim_core.scoring import (
     respondent_resamples,
     summary_table,
 )
+from surveysim_core.selection import chosen_label, eligible
 
 if TYPE_CHECKING:
     from surveysim_core.run import Run
@@ -204,11 +205,15 @@ def _is_floor(system: Any) -> bool:
 
 
 def best_row(rows: pd.DataFrame, metric: str) -> pd.Series | None:
-    """The row with the best point value of ``metric`` among non-floor systems, or None."""
-    cand = rows[
-        (rows["metric"] == metric)
-        & ~rows["system"].astype(str).str.startswith("floor:")
-        & rows["value"].notna()
+    """The row with the best point value of ``metric`` among non-floor systems, or None.
+
+    Of a grid baseline only its setting chosen on the validation split takes part
+    (:func:`surveysim_core.selection.eligible`): the grid is not tuned on the test split."""
+    cand = eligible(rows)
+    cand = cand[
+        (cand["metric"] == metric)
+        & ~cand["system"].astype(str).str.startswith("floor:")
+        & cand["value"].notna()
     ]
     if cand.empty:
         return None
@@ -439,8 +444,9 @@ def _headline_table(q: pd.DataFrame) -> str:
             for metric in ("kl", "rmse"):
                 best = best_row(group, metric)
                 if best is not None:
+                    on = chosen_label(group[group["metric"] == metric])
                     add(system, best["setting"], best["readout"], best["temperature"],
-                        f"best {metric}")  # fmt: skip
+                        f"best {metric} {on}")  # fmt: skip
         else:
             for s, r, t in settings.itertuples(index=False):
                 add(system, s, r, t)

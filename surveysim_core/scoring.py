@@ -24,6 +24,7 @@ import pandas as pd
 
 from surveysim_core.answers import AnswerDistribution, AnswerType
 from surveysim_core.protocols import Metric
+from surveysim_core.selection import chosen_label, eligible
 from surveysim_core.weights import call_metric, item_weights
 
 METRIC_COLUMNS = [
@@ -477,8 +478,10 @@ def difference_rows(
     """Paired differences (system minus reference) of every overall metric row, with CIs.
 
     The references per question and metric are the ``marginal`` baseline and the best baseline
-    (the baseline setting with the best point value; baselines are systems without a
-    temperature, floors left out). Both systems' values in a bootstrap draw come from the same
+    (baselines are systems without a temperature, floors left out): of a grid baseline only its
+    setting chosen on the validation split takes part (:func:`surveysim_core.selection.eligible`),
+    and among the baselines the best validation value wins where every one has one, else the
+    best test value (a run without validation respondents, or from before the choice). Both systems' values in a bootstrap draw come from the same
     resampled respondents, so the interval is the percentile interval of the per-draw
     differences. Rows whose draws are missing get NaN CIs. ``higher`` names the metrics where
     higher is better (:func:`higher_is_better` of the run's metrics).
@@ -502,11 +505,14 @@ def difference_rows(
     lookup = draws.get
 
     for (qid, name), group in overall.groupby(["question", "metric"], sort=False):
-        baselines = group[group["temperature"].isna() & group["value"].notna()]
+        baselines = eligible(group[group["temperature"].isna() & group["value"].notna()])
         if baselines.empty:
             continue
         up = name in higher_set
-        best = baselines.loc[baselines["value"].idxmax() if up else baselines["value"].idxmin()]
+        basis = baselines["value"]
+        if "validation_value" in baselines and baselines["validation_value"].notna().all():
+            basis = baselines["validation_value"]
+        best = baselines.loc[basis.idxmax() if up else basis.idxmin()]
         references = [("best baseline", best)]
         marginal = baselines[baselines["system"] == "marginal"]
         if len(marginal):
@@ -577,7 +583,10 @@ def summary_table(
     ``catalogue`` maps metric names to metric objects (a run's ``plan.metrics``): it says which
     metrics to show and which way each is better. Without it every metric in ``metrics`` is
     shown, none with a direction. Systems with many settings (grids) show their best setting by
-    each shown metric that has a direction (lowest KL, highest accuracy), with the setting id.
+    each shown metric that has a direction (lowest KL, highest accuracy), with the setting id:
+    the setting chosen on the validation split (``chosen_on``, :mod:`surveysim_core.selection`),
+    labelled "on validation"; in a run without validation respondents (or from before the choice
+    was recorded) the best on the test split, labelled "on test".
     """
     present = set(metrics["metric"])
     directions = (
@@ -599,6 +608,7 @@ def summary_table(
                          values="value", aggfunc="first", sort=False)
             .reset_index()
         )  # fmt: skip
+        choice = eligible(q.assign(setting=q["setting"].fillna("")))
         shown_readout = wide["readout"].isin(["greedy", "sample", "expected", "calibrated"])
         wide["system"] = wide["system"].where(
             ~shown_readout, wide["system"] + " [" + wide["readout"] + "]"
@@ -613,8 +623,12 @@ def summary_table(
             ]  # fmt: skip
             if group["setting"].nunique() > 3 and criteria:
                 for n in criteria:
-                    best = group[n].idxmin() if directions[n] else group[n].idxmax()
-                    label = f"{system} best {n} ({group.loc[best, 'setting']})"
+                    rows = choice[(choice["system"] == system) & (choice["metric"] == n)]
+                    pick = group[group["setting"].isin(set(rows["setting"]))]
+                    pick = pick if pick[n].notna().any() else group
+                    best = pick[n].idxmin() if directions[n] else pick[n].idxmax()
+                    on = chosen_label(rows) if len(pick) < len(group) else "on test"
+                    label = f"{system} best {n} {on} ({group.loc[best, 'setting']})"
                     shown.append(group.loc[[best]].assign(system=label))
             else:
                 shown.append(group)

@@ -79,21 +79,35 @@ class BaselineSystem:
         }
 
     def run(self, train: ItemSet, val: ItemSet, test: ItemSet) -> SystemResult:
+        """Each setting's answers to the test items, and to the validation items (where the
+        run has validation respondents) so that the best setting is chosen there."""
+        answers = self._cached_predict(train, test, "baseline", "predictions")
+        validation = (
+            self._cached_predict(train, val, "baseline-validation", "validation predictions")
+            if len(val)
+            else None
+        )
+        return SystemResult(self.name, self.settings, answers, validation=validation)
+
+    def _cached_predict(
+        self, train: ItemSet, items: ItemSet, kind: str, what: str
+    ) -> list[SystemAnswers]:
+        """:meth:`_predict` of ``items``, from the result cache where there."""
         key = ""
         if self.cache is not None:
             key = digest(
-                "baseline", self.settings, survey_fingerprint(self.plan),
-                items_fingerprint(train, False), items_fingerprint(test, False),
+                kind, self.settings, survey_fingerprint(self.plan),
+                items_fingerprint(train, False), items_fingerprint(items, False),
             )  # fmt: skip
             cached = self.cache.get_answers("answers", key)
             if cached is not None:
-                self.cache.reused.append(f"{self.name}: predictions")
-                return SystemResult(self.name, self.settings, cached)
-        answers = self._predict(train, test)
+                self.cache.reused.append(f"{self.name}: {what}")
+                return cached
+        answers = self._predict(train, items)
         if self.cache is not None:
             self.cache.put_answers("answers", key, answers)
-            self.cache.computed.append(f"{self.name}: predictions")
-        return SystemResult(self.name, self.settings, answers)
+            self.cache.computed.append(f"{self.name}: {what}")
+        return answers
 
     def _predict(self, train: ItemSet, test: ItemSet) -> list[SystemAnswers]:
         baseline = self.cls(self.options)

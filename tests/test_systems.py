@@ -196,8 +196,8 @@ def test_summary_picks_a_grids_best_setting_by_each_metrics_own_direction():
     header = next(line for line in lines if line.strip().startswith("system"))
     # directed metrics first, in catalogue order; a metric not for the summary is left out
     assert header.split() == ["system", "t", "hits", "error", "count"]
-    assert any(line.strip().startswith("grid best error (s1)") for line in lines)
-    assert any(line.strip().startswith("grid best hits (s2)") for line in lines)
+    assert any(line.strip().startswith("grid best error on test (s1)") for line in lines)
+    assert any(line.strip().startswith("grid best hits on test (s2)") for line in lines)
     assert not any("best count" in line for line in lines)
 
 

@@ -82,7 +82,13 @@ def test_report_writes_points_and_picture(tmp_path):
     row = points[(points["setting"] == "svr-008") & (points["question"] == "q1")].iloc[0]
     assert (row["kl"], row["rmse"], row["kernel"], row["C"]) == (0.40, 23.0, "linear", 8.0)
     assert points.columns[:3].tolist() == ["system", "setting", "question"]
-    assert points.columns[-3:].tolist() == ["kl", "rmse", "on_front"]
+    assert points.columns[-5:].tolist() == [
+        "kl",
+        "rmse",
+        "on_front",
+        "chosen_on_validation",
+        "oracle",
+    ]
 
     picture = tmp_path / "rmse_kl.png"
     assert picture.stat().st_size > 10_000

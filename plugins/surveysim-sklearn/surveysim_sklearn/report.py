@@ -5,7 +5,9 @@ sorts systems into four kinds:
 
 * curve baselines: systems without a temperature that have several hyper-parameter settings
   (``svr``, ``catboost``, any other baseline plugin) except the reference baselines below;
-  each setting is one point, and its Pareto front (lowest KL and RMSE) is drawn as a line;
+  each setting is one point, and its Pareto front (lowest KL and RMSE) is drawn as a line,
+  labelled as an oracle: the front is read off the test split. The setting the run chose on the
+  validation split (``chosen_on`` in metrics.csv, :mod:`surveysim_core.selection`) is starred;
 * reference baselines ``random`` and ``marginal``: one distinct marker each;
 * null-model floors (``floor:...``): grey markers, what chance or split-half agreement reaches;
 * language-model systems (a temperature is set): one labelled marker per system and temperature.
@@ -87,10 +89,14 @@ def _params(settings: pd.DataFrame | None) -> dict[tuple[str, str], dict[str, An
     return out
 
 
-def baseline_points(table: pd.DataFrame, settings: pd.DataFrame | None) -> pd.DataFrame:
+def baseline_points(
+    table: pd.DataFrame, settings: pd.DataFrame | None, metrics: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """Curve-baseline points with their hyper-parameters and whether each is on its front.
 
     The front is taken per system and question over the settings with both metrics.
+    ``chosen_on_validation`` names the metrics (``kl``, ``rmse``) for which the run chose the
+    setting on the validation split; ``oracle`` those for which it is best on the test split.
     """
     kinds = [system_kind(s, t) for s, t in zip(table["system"], table["temperature"], strict=True)]
     points = table[np.array(kinds) == "baseline"].drop(columns="temperature").copy()
@@ -108,8 +114,37 @@ def baseline_points(table: pd.DataFrame, settings: pd.DataFrame | None) -> pd.Da
     for _, group in points.groupby(["system", "question"]):
         mask = pareto_front(group[["kl", "rmse"]].to_numpy())
         points.loc[group.index, "on_front"] = mask
-    columns = ["system", "setting", "question", *names, "kl", "rmse", "on_front"]
+    chosen = _chosen_on_validation(metrics)
+    points["chosen_on_validation"] = [
+        ",".join(m for m in ("kl", "rmse") if (s, str(g), str(q), m) in chosen)
+        for s, g, q in zip(points["system"], points["setting"], points["question"], strict=True)
+    ]
+    points["oracle"] = ""
+    for _, group in points.groupby(["system", "question"]):
+        for m in ("kl", "rmse"):
+            best = group[m].idxmin()
+            points.loc[best, "oracle"] = ",".join(filter(None, [points.loc[best, "oracle"], m]))
+    columns = [
+        "system", "setting", "question", *names, "kl", "rmse", "on_front",
+        "chosen_on_validation", "oracle",
+    ]  # fmt: skip
     return points[columns].sort_values(["system", "question", "kl"]).reset_index(drop=True)
+
+
+def _chosen_on_validation(metrics: pd.DataFrame | None) -> set[tuple[str, str, str, str]]:
+    """(system, setting, question, metric) of the settings the run chose on validation."""
+    if metrics is None or "chosen_on" not in metrics:
+        return set()
+    rows = metrics[(metrics["segment"] == "all") & (metrics["chosen_on"] == "validation")]
+    return {
+        (
+            str(r.system),
+            "" if pd.isna(r.setting) else str(r.setting),
+            str(r.question),
+            str(r.metric),
+        )
+        for r in rows.itertuples(index=False)
+    }
 
 
 def write_report(run: Any) -> None:
@@ -123,7 +158,7 @@ def write_report(run: Any) -> None:
         return
     out_dir = Path(run.dir)
     table = kl_rmse_table(metrics)
-    points = baseline_points(table, getattr(run, "settings", None))
+    points = baseline_points(table, getattr(run, "settings", None), metrics)
     if len(points):
         atomic_write(out_dir / POINTS_FILE, lambda tmp: points.to_csv(tmp, index=False))
     draw_rmse_kl(_with_kl_range(table, metrics), points, out_dir / PICTURE_FILE, metrics)
@@ -283,7 +318,18 @@ def draw_rmse_kl(
             keep(f"{system} settings", dots)
             fr = mine[mine["on_front"] & ok].sort_values("kl")
             (line,) = ax.plot(fr["kl"], fr["rmse"], "-o", ms=3.5, lw=1.6, color=colour[system])
-            keep(f"{system} Pareto front", line)
+            keep(f"{system} Pareto front: oracle (chosen on test)", line)
+            if "chosen_on_validation" in mine:
+                picked = mine[(mine["chosen_on_validation"].fillna("") != "") & ok]
+                if len(picked):
+                    star = ax.scatter(
+                        picked["kl"], picked["rmse"], marker="*", s=190, color=colour[system],
+                        edgecolor="black", linewidth=0.7, zorder=6,
+                    )  # fmt: skip
+                    keep(f"{system} chosen on validation", star)
+                for r in mine[(mine["chosen_on_validation"].fillna("") != "") & ~ok].itertuples():
+                    outside.append((f"{system} chosen on validation ({r.setting})",
+                                    float(r.kl), float(r.rmse), colour[system]))  # fmt: skip
             if (~ok).any():
                 outside.append((f"{system}: {int((~ok).sum())} setting(s)", float(mine.loc[~ok, "kl"].min()),
                                 float(mine.loc[~ok, "rmse"].min()), colour[system]))  # fmt: skip
