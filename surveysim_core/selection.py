@@ -85,7 +85,7 @@ def eligible(rows: pd.DataFrame) -> pd.DataFrame:
     recorded choice for a question and metric, only the chosen setting's rows of it."""
     if "chosen_on" not in rows or rows.empty:
         return rows
-    chosen = rows["chosen_on"].fillna("").astype(str) != ""
+    chosen = rows["chosen_on"].astype(object).fillna("").astype(str) != ""
     keys = [rows["system"], rows["question"].astype(str), rows["metric"]]
     has_choice = chosen.groupby(keys).transform("any")
     return rows[~has_choice | chosen]
@@ -96,7 +96,7 @@ def chosen_label(rows: pd.DataFrame) -> str:
     fallback of a run without validation respondents) or "on test" for a run from before the
     choice was recorded."""
     if "chosen_on" in rows:
-        values = set(rows["chosen_on"].fillna("").astype(str)) - {""}
+        values = set(rows["chosen_on"].astype(object).fillna("").astype(str)) - {""}
         if values == {"validation"}:
             return "on validation"
     return "on test"
@@ -113,7 +113,7 @@ def choice_summary(metrics: pd.DataFrame) -> dict[str, Any]:
         scores: dict[str, dict[str, float]] = {}
         for r in group.dropna(subset=["validation_value"]).itertuples(index=False):
             scores.setdefault(str(r.question), {})[str(r.metric)] = float(r.validation_value)
-        chosen = group[group["chosen_on"].fillna("").astype(str) != ""]
+        chosen = group[group["chosen_on"].astype(object).fillna("").astype(str) != ""]
         out[setting] = {
             "validation": scores,
             "chosen_for": [

@@ -55,7 +55,8 @@ class TeacherBackend(Backend):
 
 
 class ConstantBaseline(Baseline):
-    """Always answers 2, and counts how often it is asked."""
+    """Always answers 2, and counts how often it is asked (a run asks twice: for the test
+    items and for the validation items, on which a grid's best setting is chosen)."""
 
     def predict(self, train, test, seed):
         Calls.predictions += 1
@@ -117,7 +118,7 @@ def test_a_rerun_with_one_more_baseline_and_temperature_computes_only_what_is_ne
     tmp_path, teacher_plugins
 ):
     first = run(config(tmp_path, ["constant"], [0.0]), teacher_plugins, tmp_path / "a")
-    assert len(Calls.trainings) == 1 and Calls.predictions == 1
+    assert len(Calls.trainings) == 1 and Calls.predictions == 2  # test and validation items
     assert sorted(Calls.generations) == [("3", 0.0), ("4", 0.0)]
     Calls.generations = []
 
@@ -127,7 +128,7 @@ def test_a_rerun_with_one_more_baseline_and_temperature_computes_only_what_is_ne
         messages,
     )  # fmt: skip
     assert len(Calls.trainings) == 1  # the adapter came from the cache, not from training again
-    assert Calls.predictions == 1  # the constant baseline's answers too
+    assert Calls.predictions == 2  # the constant baseline's answers too (test and validation)
     assert sorted(Calls.generations) == [("3", 1.0), ("4", 1.0)]  # only the new temperature
     text = "\n".join(messages)
     status = json.loads((second.dir / "status.json").read_text())
@@ -171,12 +172,13 @@ def corrupt_every(kind: str, name: str) -> int:
 def test_a_corrupt_entry_is_detected_by_hash_and_recomputed(tmp_path, teacher_plugins):
     cfg = config(tmp_path, ["constant"], [0.0])
     first = run(cfg, teacher_plugins, tmp_path / "a")
-    assert corrupt_every("answers", "arrays.npz") == 3  # constant, zero_shot, fine_tuned
+    # constant (test and validation items), zero_shot, fine_tuned
+    assert corrupt_every("answers", "arrays.npz") == 4
     assert corrupt_every("adapters", "weights.bin") == 1
     messages: list[str] = []
     second = run(cfg, teacher_plugins, tmp_path / "b", messages)
-    assert len(Calls.trainings) == 2 and Calls.predictions == 2  # recomputed, not trusted
-    assert sum("is corrupt (hash mismatch" in m for m in messages) == 4
+    assert len(Calls.trainings) == 2 and Calls.predictions == 4  # recomputed, not trusted
+    assert sum("is corrupt (hash mismatch" in m for m in messages) == 5
     pd.testing.assert_frame_equal(rows(second.metrics, {"constant", "fine_tuned"}),
                                   rows(first.metrics, {"constant", "fine_tuned"}))  # fmt: skip
     # and the recomputed entries are good again
@@ -191,7 +193,7 @@ def test_a_partial_entry_without_manifest_is_recomputed(tmp_path, teacher_plugin
     for entry in (cache_root() / "answers").iterdir():
         (entry / "manifest.json").unlink()  # as if the writer died before the rename
     run(cfg, teacher_plugins, tmp_path / "b")
-    assert Calls.predictions == 2 and len(Calls.trainings) == 1  # the adapter entry was whole
+    assert Calls.predictions == 4 and len(Calls.trainings) == 1  # the adapter entry was whole
 
 
 def test_cache_off_writes_nothing(tmp_path, teacher_plugins):
@@ -199,7 +201,7 @@ def test_cache_off_writes_nothing(tmp_path, teacher_plugins):
     cfg.output.cache = False
     run(cfg, teacher_plugins, tmp_path / "a")
     run(cfg, teacher_plugins, tmp_path / "b")
-    assert Calls.predictions == 2 and len(Calls.trainings) == 2
+    assert Calls.predictions == 4 and len(Calls.trainings) == 2
     assert not any(cache_root().iterdir())
 
 
@@ -234,7 +236,7 @@ def test_new_training_data_retrains_but_keeps_the_zero_shot_answers(tmp_path, te
     assert len(Calls.trainings) == 2  # the fine-tuned system learns from the new data
     assert Calls.generations == [("4", 0.0)]  # the zero-shot answers came from the cache
     assert "zero_shot: answers at t=[0.0]" in second.cache["reused"]
-    assert Calls.predictions == 2  # a baseline fits the training data too
+    assert Calls.predictions == 4  # a baseline fits the training data too (test and validation)
 
 
 def test_paired_differences_of_reused_and_kept_systems_keep_their_intervals(
@@ -247,7 +249,7 @@ def test_paired_differences_of_reused_and_kept_systems_keep_their_intervals(
     first = run(cfg, teacher_plugins, tmp_path / "a")
     Calls.generations = []
     second = run(cfg, teacher_plugins, tmp_path / "b")
-    assert Calls.generations == [] and Calls.predictions == 1  # every answer from the cache
+    assert Calls.generations == [] and Calls.predictions == 2  # every answer from the cache
     assert "constant: predictions" in second.cache["reused"]
     before = pd.read_csv(first.dir / "differences.csv")
     after = pd.read_csv(second.dir / "differences.csv")
