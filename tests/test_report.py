@@ -124,7 +124,7 @@ def test_headline_table_shows_a_grid_by_its_best_settings_once_each():
     frame = frame.assign(temperature=np.nan, question="q", segment="all", sd=np.nan,
                          ci_low=frame["value"] - 0.01, ci_high=frame["value"] + 0.01, n=10)  # fmt: skip
     (h,) = headlines(frame, pd.DataFrame())
-    assert h.table.count("svr [svr-3] (best kl, best rmse of the grid)") == 1
+    assert h.table.count("svr [svr-3] (best kl on test, best rmse on test of the grid)") == 1
     assert "svr-1" not in h.table and "svr-4" not in h.table
 
 
