@@ -99,6 +99,52 @@ def test_report_writes_points_and_picture(tmp_path):
     assert width > height  # two question panels side by side
 
 
+def test_the_setting_chosen_on_validation_is_starred_and_the_front_is_the_oracle(
+    tmp_path, monkeypatch
+):
+    import matplotlib.figure
+
+    metrics = metrics_frame()
+    # the run chose svr-008 on validation for q1 (by KL and RMSE), svr-002 for q2 by RMSE only
+    chosen = (
+        (metrics["system"] == "svr")
+        & (
+            ((metrics["setting"] == "svr-008") & (metrics["question"] == "q1"))
+            | ((metrics["setting"] == "svr-002") & (metrics["question"] == "q2")
+               & (metrics["metric"] == "rmse"))
+        )
+        & metrics["metric"].isin(["kl", "rmse"])
+    )  # fmt: skip
+    metrics["chosen_on"] = np.where(chosen, "validation", "")
+    legends: list[list[str]] = []
+    save = matplotlib.figure.Figure.savefig
+
+    def recording_savefig(fig, *args, **kwargs):
+        legends.append([t.get_text() for legend in fig.legends for t in legend.get_texts()])
+        return save(fig, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", recording_savefig)
+    plugin.surveysim_write_report(
+        run=SimpleNamespace(dir=tmp_path, metrics=metrics, settings=settings_frame())
+    )
+    points = pd.read_csv(tmp_path / "baseline_points.csv", keep_default_na=False)
+    marks = {
+        (r.setting, r.question): (r.chosen_on_validation, r.oracle) for r in points.itertuples()
+    }
+    # by hand from POINTS: svr q1 lowest KL svr-005 (0.30), lowest RMSE svr-002 (20.0);
+    # svr q2 lowest KL svr-005 (0.002), lowest RMSE svr-008 (29.0)
+    assert marks[("svr-008", "q1")] == ("kl,rmse", "")
+    assert marks[("svr-005", "q1")] == ("", "kl")
+    assert marks[("svr-002", "q1")] == ("", "rmse")
+    assert marks[("svr-002", "q2")] == ("rmse", "")
+    assert marks[("svr-008", "q2")] == ("", "rmse")
+    assert marks[("catboost-169", "q1")] == ("", "rmse")  # lowest catboost RMSE on q1 (21.0)
+    assert marks[("catboost-289", "q1")] == ("", "kl")
+    assert "svr Pareto front: oracle (chosen on test)" in legends[-1]
+    assert "svr chosen on validation" in legends[-1]
+    assert "catboost chosen on validation" not in legends[-1]
+
+
 def test_report_does_nothing_without_kl_or_rmse(tmp_path):
     metrics = metrics_frame()
     run = SimpleNamespace(
