@@ -19,6 +19,7 @@ import csv
 import hashlib
 import json
 import math
+import os
 import shutil
 import sys
 import time
@@ -31,6 +32,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from surveysim_core.files import atomic_write, replace_directory
 from surveysim_core.protocols import Example
 from surveysim_hf import checkpoint as ckpt
 from surveysim_hf.frozen import frozen_split
@@ -138,10 +140,16 @@ class TrainLog:
             with path.open(newline="", encoding="utf-8") as handle:
                 rows = list(csv.reader(handle))[1 : keep_rows + 1]
         self.rows = len(rows)
-        with path.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(LOG_COLUMNS)
-            writer.writerows(rows)
+
+        def rewrite(tmp: Path) -> None:
+            with tmp.open("w", newline="", encoding="utf-8") as handle:
+                writer = csv.writer(handle)
+                writer.writerow(LOG_COLUMNS)
+                writer.writerows(rows)
+
+        # rows are appended one per step after this; a kill can tear only the last one, which
+        # the next resume drops (it keeps the checkpoint's row count)
+        atomic_write(path, rewrite)
 
     def write(self, epoch: int, step: int, split: str, loss: float, tokens: int, seconds: float):
         with self.path.open("a", newline="", encoding="utf-8") as handle:
@@ -475,7 +483,12 @@ def fine_tune(
                     trainer["seconds"],
                 )
             folder = out_dir / "epochs" / f"epoch-{epoch + 1}"
-            accelerator.unwrap_model(model).save_pretrained(folder, safe_serialization=True)
+            # written beside, then moved into place: a kill leaves no half-written epoch
+            staging = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+            shutil.rmtree(staging, ignore_errors=True)
+            accelerator.unwrap_model(model).save_pretrained(staging, safe_serialization=True)
+            shutil.rmtree(folder, ignore_errors=True)
+            replace_directory(staging, folder)
         shown = "n/a" if val_loss is None else f"{val_loss:.4f}"
         print_(f"epoch {epoch + 1}: validation loss {shown}")
 
@@ -566,7 +579,7 @@ def fine_tune(
     if main:
         source = out_dir / "epochs" / f"epoch-{best_epoch}"
         for name in ADAPTER_FILES:
-            shutil.copyfile(source / name, out_dir / name)
+            atomic_write(out_dir / name, lambda tmp, name=name: shutil.copyfile(source / name, tmp))
         ckpt.write_json(
             summary_path,
             {
