@@ -143,6 +143,21 @@ def _stages(
     return run
 
 
+def training_throughput(run_dir: Path) -> dict[str, float]:
+    """Measured fine-tuning throughput of each trained system (from its ``training.json``),
+    so that a slower machine's wall time can be explained."""
+    out: dict[str, float] = {}
+    for path in sorted(run_dir.glob("**/training.json")):
+        try:
+            info = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(info, dict) and "tokens_per_second" in info:
+            name = path.parent.relative_to(run_dir).as_posix()
+            out[f"{name}: training tokens/s"] = round(float(info["tokens_per_second"]), 1)
+    return out
+
+
 def report_cache(cache: Cache, progress: Progress) -> None:
     """Say what this run took from the cache and what it computed."""
     if cache.reused:
@@ -309,7 +324,12 @@ def finish(run: Run, rd: RunDir, plugins: Plugins, progress: Progress) -> None:
             progress(f"warning: {exc}")
         write_report(run)
     write_summary(run)
-    status = {"finished": True, "timings_s": run.timings, "cache": run.cache}
+    status = {
+        "finished": True,
+        "timings_s": run.timings,
+        "cache": run.cache,
+        "throughput": training_throughput(run.dir),
+    }
     rd.write_text("status.json", json.dumps(status, indent=2))
     if rd.main and run.dir.parent == Path(run.config.output.dir):
         point_latest(run.dir)

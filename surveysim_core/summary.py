@@ -25,7 +25,12 @@ def _plain(value: Any) -> Any:
 def run_summary(run: Any) -> dict[str, Any]:
     """The run's identity, timings, files and overall metrics (segment 'all')."""
     overall = run.metrics[run.metrics["segment"] == "all"]
-    columns = ["system", "setting", "question", "temperature", "metric", "value", "sd", "n"]
+    wanted = [
+        "system", "system_id", "setting", "readout", "question", "temperature", "metric", "value",
+        "sd", "ci_low", "ci_high", "n", "chosen_on",
+    ]  # fmt: skip
+    # the readout tells the rows of one system and temperature apart (sample, expected, ...)
+    columns = [c for c in wanted if c in overall.columns]
     results = [
         {col: _plain(row[col]) for col in columns} for row in overall[columns].to_dict("records")
     ]

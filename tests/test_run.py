@@ -406,3 +406,13 @@ def test_questions_left_out_of_a_run_are_skipped_and_rows_keep_file_numbers(
             )
     finally:
         satisfaction_plugins.unregister("two-questions")
+
+
+def test_status_reports_each_trained_systems_measured_throughput(tmp_path):
+    from surveysim_core.run import training_throughput
+
+    (tmp_path / "adapter").mkdir()
+    (tmp_path / "adapter" / "training.json").write_text('{"tokens_per_second": 123.456}')
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "training.json").write_text("not json")
+    assert training_throughput(tmp_path) == {"adapter: training tokens/s": 123.5}
