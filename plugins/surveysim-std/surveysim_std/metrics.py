@@ -113,6 +113,19 @@ def wasserstein_normalised(human: np.ndarray, model: np.ndarray, answer: AnswerT
     return distance / answer.span
 
 
+def population_histograms(
+    human, model: AnswerDistribution, answer: AnswerType, weights=None, model_weights=None
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The (weighted) human answer counts and the model's answer mass per support value, or
+    None when there is nothing to compare or most of the model's answers failed (the rule that
+    keeps a few valid answers from standing for all of them)."""
+    wh, wm = _weights(weights, model_weights, len(human), len(model))
+    mass = model_mass(model, wm)
+    if mass.sum() <= 0 or len(human) == 0 or mostly_failed(model, mass):
+        return None
+    return human_counts(human, answer, wh), mass
+
+
 class KL(Metric):
     name = "kl"
     level = "population"
@@ -122,11 +135,10 @@ class KL(Metric):
 
     def __call__(self, human, model: AnswerDistribution, answer: AnswerType, weights=None,
                  model_weights=None) -> float:  # fmt: skip
-        wh, wm = _weights(weights, model_weights, len(human), len(model))
-        mass = model_mass(model, wm)
-        if mass.sum() <= 0 or len(human) == 0 or mostly_failed(model, mass):
+        histograms = population_histograms(human, model, answer, weights, model_weights)
+        if histograms is None:
             return float("nan")
-        counts = human_counts(human, answer, wh)
+        counts, mass = histograms
         return kl_divergence(binned(counts, answer), binned(mass, answer))
 
 
@@ -213,11 +225,11 @@ class Wasserstein(Metric):
 
     def __call__(self, human, model: AnswerDistribution, answer: AnswerType, weights=None,
                  model_weights=None) -> float:  # fmt: skip
-        wh, wm = _weights(weights, model_weights, len(human), len(model))
-        mass = model_mass(model, wm)
-        if mass.sum() <= 0 or len(human) == 0 or mostly_failed(model, mass):
+        histograms = population_histograms(human, model, answer, weights, model_weights)
+        if histograms is None:
             return float("nan")
-        return wasserstein_normalised(human_counts(human, answer, wh), mass, answer)
+        counts, mass = histograms
+        return wasserstein_normalised(counts, mass, answer)
 
 
 class Representativeness(Wasserstein):
