@@ -114,14 +114,16 @@ def pack_by_respondent(
             for i in members
         ]
         if is_conversation(rows):  # respondent memory: the history once, in a token trie
-            packs = []
+            whole = pack_trie(rows)
+            packs = [whole] if len(whole["input_ids"]) <= max_tokens else []
             chunk: list[dict] = []
-            for row in rows:
+            for row in rows if not packs else []:  # too long: split between turns
                 if chunk and len(pack_trie([*chunk, row])["input_ids"]) > max_tokens:
                     packs.append(pack_trie(chunk))
                     chunk = []
                 chunk.append(row)
-            packs.append(pack_trie(chunk))
+            if chunk:
+                packs.append(pack_trie(chunk))
         else:
             packs = pack_respondent(rows, max_tokens)
         for pack in packs:  # pack_respondent keeps the order and splits between examples
