@@ -20,16 +20,13 @@ from surveysim_core.protocols import Progress
 from surveysim_pilot.config import PilotConfig
 from surveysim_pilot.simulate import (
     Prepared,
-    answer,
-    bootstrap_counts,
+    answer_and_write,
     interval,
-    load_model,
     normalised,
     prepare,
     segment_masks,
     weighted,
     write_atomically,
-    write_common,
 )
 
 SHIFT_BASIS = (
@@ -135,10 +132,9 @@ def pilot(
     prepared = prepare_pilot(config, source, plugins, progress)
 
     def write(folder: Path) -> None:
-        model = load_model(prepared, folder, plugins, progress)
-        probs = answer(prepared, model, progress)
-        counts = bootstrap_counts(len(prepared.population), config.bootstrap, config.seed)
-        write_common(prepared, folder, probs, counts)
+        probs, counts = answer_and_write(
+            prepared, folder, plugins, progress, config.bootstrap, config.seed
+        )
         shifts = shift_frame(prepared, probs, counts, config.pre_question)
         shifts.to_csv(folder / "shifts.csv", index=False)
         write_pilot_report(prepared, shifts, folder)

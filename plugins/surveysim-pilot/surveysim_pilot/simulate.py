@@ -460,9 +460,18 @@ def simulate(
     prepared = prepare(config, source, plugins, progress)
 
     def write(folder: Path) -> None:
-        model = load_model(prepared, folder, plugins, progress)
-        probs = answer(prepared, model, progress)
-        counts = bootstrap_counts(len(prepared.population), config.bootstrap, config.seed)
-        write_common(prepared, folder, probs, counts)
+        answer_and_write(prepared, folder, plugins, progress, config.bootstrap, config.seed)
 
     return write_atomically(prepared.output, write)
+
+
+def answer_and_write(
+    prepared: Any, folder: Path, plugins: Plugins, progress: Progress, bootstrap: int, seed: int
+) -> tuple[Any, Any]:
+    """Answer the items for the population, write the files simulate and pilot share, and
+    return the answer probabilities and the bootstrap counts over personas."""
+    model = load_model(prepared, folder, plugins, progress)
+    probs = answer(prepared, model, progress)
+    counts = bootstrap_counts(len(prepared.population), bootstrap, seed)
+    write_common(prepared, folder, probs, counts)
+    return probs, counts
