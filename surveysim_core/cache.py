@@ -101,6 +101,10 @@ class Cache:
             return None
         return path
 
+    def has(self, kind: str, key: str) -> bool:
+        """Whether an entry is there (by its manifest; :meth:`entry` checks its hashes on use)."""
+        return (self.root / kind / key / MANIFEST).is_file()
+
     def _discard(self, path: Path, why: str) -> None:
         self.progress(f"cache: {path} is corrupt ({why}); recomputing it")
         if is_main_process():

@@ -49,7 +49,7 @@ from surveysim_core.scoring import (
 from surveysim_core.split import split_by_subject
 from surveysim_core.summary import write_summary
 from surveysim_core.survey import Survey
-from surveysim_core.systems import build_systems
+from surveysim_core.systems import Stage, build_systems
 from surveysim_core.validation import check_enough_subjects, check_population
 
 __all__ = [
@@ -129,6 +129,8 @@ def _stages(
 
     cache = Cache(cache_root(config.output.cache_dir), progress) if config.output.cache else None
     systems = build_systems(plan, rd.path, plugins, resume, progress, cache)
+    if cache is not None:
+        report_reuse(systems, cache, train, val, test, progress)
     scored = run_and_score(systems, plan, rd, train, val, test, resume, progress)
     for s in scored:
         timings.update(s.timings)
@@ -156,6 +158,31 @@ def training_throughput(run_dir: Path) -> dict[str, float]:
             name = path.parent.relative_to(run_dir).as_posix()
             out[f"{name}: training tokens/s"] = round(float(info["tokens_per_second"]), 1)
     return out
+
+
+def report_reuse(
+    systems: list[Any],
+    cache: Cache,
+    train: ItemSet,
+    val: ItemSet,
+    test: ItemSet,
+    progress: Progress,
+) -> list[Stage]:
+    """Before any work: which stages' results are still valid for this configuration (their
+    cache entries exist) and which must be computed, so that a changed configuration says at
+    once what it costs."""
+    stages: list[Stage] = []
+    for system in systems:
+        plan_of = getattr(system, "reuse_plan", None)
+        if plan_of is not None:
+            stages += plan_of(cache, train, val, test)
+    valid = [f"{s.system}: {s.what}" for s in stages if s.cached]
+    todo = [f"{s.system}: {s.what}" for s in stages if not s.cached]
+    if valid:
+        progress(f"still valid (from the cache): {'; '.join(valid)}")
+    if todo:
+        progress(f"to compute: {'; '.join(todo)}")
+    return stages
 
 
 def report_cache(cache: Cache, progress: Progress) -> None:

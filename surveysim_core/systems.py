@@ -10,7 +10,7 @@ import json
 import re
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,16 @@ from surveysim_core.protocols import (
     SystemResult,
 )
 from surveysim_core.scoring import calibrated_temperature
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One cached step of a system (an adapter, answers at one temperature, a baseline's
+    predictions) and whether the result cache already holds it."""
+
+    system: str
+    what: str
+    cached: bool
 
 
 def stack_distributions(
@@ -95,10 +105,7 @@ class BaselineSystem:
         """:meth:`_predict` of ``items``, from the result cache where there."""
         key = ""
         if self.cache is not None:
-            key = digest(
-                kind, self.settings, survey_fingerprint(self.plan),
-                items_fingerprint(train, False), items_fingerprint(items, False),
-            )  # fmt: skip
+            key = self._key(train, items, kind)
             cached = self.cache.get_answers("answers", key)
             if cached is not None:
                 self.cache.reused.append(f"{self.name}: {what}")
@@ -108,6 +115,24 @@ class BaselineSystem:
             self.cache.put_answers("answers", key, answers)
             self.cache.computed.append(f"{self.name}: {what}")
         return answers
+
+    def _key(self, train: ItemSet, items: ItemSet, kind: str) -> str:
+        return digest(
+            kind, self.settings, survey_fingerprint(self.plan),
+            items_fingerprint(train, False), items_fingerprint(items, False),
+        )  # fmt: skip
+
+    def reuse_plan(self, cache: Cache, train: ItemSet, val: ItemSet, test: ItemSet) -> list[Stage]:
+        """What :meth:`run` would take from ``cache`` and what it would compute (reads only)."""
+        stages = [
+            Stage(
+                self.name, "predictions", cache.has("answers", self._key(train, test, "baseline"))
+            )
+        ]
+        if len(val):
+            key = self._key(train, val, "baseline-validation")
+            stages.append(Stage(self.name, "validation predictions", cache.has("answers", key)))
+        return stages
 
     def _predict(self, train: ItemSet, test: ItemSet) -> list[SystemAnswers]:
         baseline = self.cls(self.options)
@@ -166,13 +191,11 @@ class LanguageModelSystem:
             "decoding": cfg.decoding.model_dump(mode="json"),
             "prompts": cfg.prompts.model_dump(mode="json"),
         }
+        self.learns = cls.trains(kind) if hasattr(cls, "trains") else kind != "zero_shot"
 
-    def run(self, train: ItemSet, val: ItemSet, test: ItemSet) -> SystemResult:
-        """Answers at every temperature (and at the calibrated one): from the cache where
-        there, else from the model (with the adapter from the cache where there, else
-        trained). The model is loaded only when something is missing."""
-        cfg = self.variant.config
-        temperatures = list(cfg.decoding.temperatures)
+    def _keys(self, train: ItemSet, val: ItemSet) -> tuple[str, dict[str, Any], str]:
+        """The adapter's cache key, what answers at one temperature depend on, and the survey's
+        fingerprint."""
         # what training depends on: not decoding, and prompts only through the prompt texts
         # (which the items' fingerprint holds)
         model_settings = {
@@ -183,8 +206,6 @@ class LanguageModelSystem:
         decoding = {k: v for k, v in self.settings["decoding"].items() if k not in ignored}
         decoding["prompts"] = self.settings["prompts"]  # known or virtual earlier answers
         survey = survey_fingerprint(self.plan)
-        cls = self.variant.backend[0]
-        self.learns = cls.trains(self.kind) if hasattr(cls, "trains") else self.kind != "zero_shot"
         # what the model answering is: the pre-trained one, or one trained on this data
         adapter_key = (
             digest(
@@ -194,6 +215,52 @@ class LanguageModelSystem:
             if self.learns
             else digest("pre-trained", model_settings)
         )  # fmt: skip
+        return adapter_key, decoding, survey
+
+    def _answer_key(
+        self, adapter_key: str, decoding: dict[str, Any], test: ItemSet, t: float
+    ) -> str:
+        return digest("lm-answers", adapter_key, decoding, items_fingerprint(test, True), t)
+
+    def _calibration_key(
+        self, adapter_key: str, decoding: dict[str, Any], val: ItemSet
+    ) -> str | None:
+        """The calibrated temperature's cache key; None when the run does not calibrate."""
+        cfg = self.variant.config.decoding
+        if not (cfg.calibrate and getattr(self.variant.decoder, "exact", False) and len(val)):
+            return None
+        grid = list(cfg.calibration_grid)
+        return digest("calibration", adapter_key, decoding, items_fingerprint(val, True), grid)
+
+    def reuse_plan(self, cache: Cache, train: ItemSet, val: ItemSet, test: ItemSet) -> list[Stage]:
+        """What :meth:`run` would take from ``cache`` and what it would compute (reads only)."""
+        adapter_key, decoding, _ = self._keys(train, val)
+        stages = []
+        if self.learns:
+            stages.append(Stage(self.name, "adapter", cache.has("adapters", adapter_key)))
+        temperatures = list(self.variant.config.decoding.temperatures)
+        cal_key = self._calibration_key(adapter_key, decoding, val)
+        if cal_key is not None:
+            value = (
+                cache.get_value("calibration", cal_key)
+                if cache.has("calibration", cal_key)
+                else None
+            )
+            stages.append(Stage(self.name, "calibrated temperature", value is not None))
+            if value is not None and value.get("temperature") not in (None, *temperatures):
+                temperatures.append(value["temperature"])
+        for t in temperatures:
+            key = self._answer_key(adapter_key, decoding, test, t)
+            stages.append(Stage(self.name, f"answers at t={t:g}", cache.has("answers", key)))
+        return stages
+
+    def run(self, train: ItemSet, val: ItemSet, test: ItemSet) -> SystemResult:
+        """Answers at every temperature (and at the calibrated one): from the cache where
+        there, else from the model (with the adapter from the cache where there, else
+        trained). The model is loaded only when something is missing."""
+        cfg = self.variant.config
+        temperatures = list(cfg.decoding.temperatures)
+        adapter_key, decoding, survey = self._keys(train, val)
         loaded: list[Any] = []
 
         def model() -> Any:
@@ -205,10 +272,7 @@ class LanguageModelSystem:
         t_cal = self._calibrated_temperature(model, val, adapter_key, decoding, survey)
         if t_cal is not None and t_cal not in temperatures:
             temperatures.append(t_cal)
-        answer_keys = {
-            t: digest("lm-answers", adapter_key, decoding, items_fingerprint(test, True), t)
-            for t in temperatures
-        }
+        answer_keys = {t: self._answer_key(adapter_key, decoding, test, t) for t in temperatures}
         found: dict[float, SystemAnswers] = {}
         if self.cache is not None:
             for t, key in answer_keys.items():
@@ -242,11 +306,10 @@ class LanguageModelSystem:
     ) -> float | None:
         """The temperature of ``calibration_grid`` with the lowest NLL on the validation split
         (never on the test split), with an exact decoder; None when not asked for."""
-        cfg = self.variant.config.decoding
-        if not (cfg.calibrate and getattr(self.variant.decoder, "exact", False) and len(val)):
+        key = self._calibration_key(adapter_key, decoding, val)
+        if key is None:
             return None
-        grid = list(cfg.calibration_grid)
-        key = digest("calibration", adapter_key, decoding, items_fingerprint(val, True), grid)
+        grid = list(self.variant.config.decoding.calibration_grid)
         cached = self.cache.get_value("calibration", key) if self.cache is not None else None
         if cached is not None:
             t_cal = cached["temperature"]

@@ -276,3 +276,46 @@ def test_paired_differences_of_reused_and_kept_systems_keep_their_intervals(
     )  # fmt: skip
     assert sum("done earlier, kept" in m for m in messages) == 3
     pd.testing.assert_frame_equal(pd.read_csv(resumed.dir / "differences.csv"), before)
+
+
+def test_before_any_work_a_run_says_which_stages_are_still_valid(tmp_path, teacher_plugins):
+    """A changed configuration says at once what stays valid (from the cache) and what must be
+    computed, and that verdict matches what the run then actually reuses and computes."""
+    cfg = config(tmp_path, ["constant"], [0.0])
+    execute(cfg, "c.yaml", teacher_plugins, progress=Progress(lambda m: None))
+    changed = config(tmp_path, ["constant"], [0.0, 1.0])
+    messages: list[str] = []
+    second = execute(
+        changed, "c.yaml", teacher_plugins, resume=True, progress=Progress(messages.append)
+    )
+    text = "\n".join(messages)
+    # --resume on a changed config names the key that changed ...
+    assert "decoding.temperatures: [0.0] -> [0.0, 1.0]" in text
+    # ... and, before any work, which stages that change leaves valid
+    valid = next(m for m in messages if m.startswith("still valid (from the cache): "))
+    todo = next(m for m in messages if m.startswith("to compute: "))
+    assert messages.index(valid) < messages.index(todo) < len(messages)
+    for stage in ("constant: predictions", "fine_tuned: adapter", "zero_shot: answers at t=0"):
+        assert stage in valid and stage not in todo
+    assert todo == "to compute: zero_shot: answers at t=1; fine_tuned: answers at t=1"
+    # the verdict was right: the run computed exactly those, and trained nothing
+    assert len(Calls.trainings) == 1
+    assert second.cache["computed"] == ["zero_shot: answers at t=[1.0]", "fine_tuned: answers at t=[1.0]"]
+
+
+def test_the_reuse_verdict_of_a_new_training_set_invalidates_the_adapter_only(
+    tmp_path, teacher_plugins
+):
+    cfg = config(tmp_path, ["constant"], [0.0])
+    run(cfg, teacher_plugins, tmp_path / "a")
+    fewer = cfg.model_copy(deep=True)
+    fewer.split.max_train_subjects = 20
+    messages: list[str] = []
+    run(fewer, teacher_plugins, tmp_path / "b", messages)
+    todo = next(m for m in messages if m.startswith("to compute: "))
+    # the training data changed: the adapter, its answers and the baseline's fit are stale;
+    # the zero-shot model's answers to the same test items are not
+    assert "fine_tuned: adapter" in todo and "fine_tuned: answers at t=0" in todo
+    assert "constant: predictions" in todo
+    assert "zero_shot" not in todo
+    assert "zero_shot: answers at t=0" in next(m for m in messages if m.startswith("still valid"))
