@@ -11,6 +11,7 @@ import click
 from surveysim_core import __version__
 from surveysim_core.errors import (
     EXIT_INTERRUPTED,
+    EXIT_OUTPUT,
     EXIT_USAGE,
     PluginError,
     SurveysimError,
@@ -225,6 +226,21 @@ def main() -> None:
     except KeyboardInterrupt:
         click.echo("Interrupted; resume with --resume.", err=True)
         sys.exit(EXIT_INTERRUPTED)
+    except Exception as exc:
+        # a safety net for a writer outside the run directory's own atomic writes (a library
+        # saving a model, say): a full disk is the machine's state, not a bug
+        from surveysim_core.files import disk_error
+
+        what = disk_error(exc)
+        if what is None:
+            raise
+        where = getattr(exc, "filename", None) or "a result"
+        click.echo(
+            f"Error: cannot write {where}: {what}; free space (or fix permissions) and continue"
+            " with --resume",
+            err=True,
+        )
+        sys.exit(EXIT_OUTPUT)
     # standalone_mode=False returns the exit code of ``ctx.exit(code)`` (--help, --version: 0)
     sys.exit(status if isinstance(status, int) and not isinstance(status, bool) else 0)
 

@@ -14,6 +14,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import socket
 import tempfile
 import time
@@ -46,15 +47,33 @@ def _fsync_file(path: Path) -> None:
         os.fsync(handle.fileno())
 
 
+# libraries that write through Rust or C (safetensors) raise their own exception types, whose
+# message ends with the OS error: "I/O error: No space left on device (os error 28)"
+_OS_ERROR_IN_TEXT = re.compile(r"^(?:.*: )?(?P<what>[^:]+?) \(os error (?P<errno>\d+)\)\s*$")
+
+
+def disk_error(exc: BaseException) -> str | None:
+    """What went wrong, when ``exc`` is a full disk, a read-only folder or a path that is a
+    file (an ``OSError`` with such an errno, or a library's exception quoting one); else None."""
+    if isinstance(exc, OSError):
+        return (exc.strerror or str(exc)) if exc.errno in _DISK_ERRNOS else None
+    match = _OS_ERROR_IN_TEXT.match(str(exc).strip().splitlines()[-1] if str(exc).strip() else "")
+    if match and int(match["errno"]) in _DISK_ERRNOS:
+        return match["what"].strip()
+    return None
+
+
 @contextlib.contextmanager
 def output_errors(path: Path | str) -> Iterator[None]:
-    """Turn a full disk, a read-only folder or a path that is a file into an ``OutputError``."""
+    """Turn a full disk, a read-only folder or a path that is a file into an ``OutputError``,
+    whether the writer raised ``OSError`` or a library's own error quoting the OS error."""
     try:
         yield
-    except OSError as exc:
-        if exc.errno in _DISK_ERRNOS:
+    except Exception as exc:
+        what = disk_error(exc)
+        if what is not None:
             raise OutputError(
-                f"cannot write {path}: {exc.strerror or exc}; files written before are intact"
+                f"cannot write {path}: {what}; files written before are intact"
             ) from exc
         raise
 

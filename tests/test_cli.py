@@ -286,3 +286,48 @@ def test_run_json_prints_the_summary_it_writes(tmp_path, runner, satisfaction_cl
     assert rows[0]["readout"] == "answer"  # tells a system's readouts apart
     assert rows[0]["ci_low"] <= rows[0]["value"] <= rows[0]["ci_high"]
     assert 0 < rows[0]["value"] < 4  # answers are 1..5
+
+
+class _FullDiskPlugin:
+    """Commands whose writer fails the way a library does on a full disk, and with a bug."""
+
+    @hookimpl
+    def register_commands(self, cli):
+        @cli.command("save-on-full-disk")
+        def full() -> None:
+            class LibraryError(Exception):
+                pass
+
+            raise LibraryError(
+                "Error while serializing: I/O error: No space left on device (os error 28)"
+            )
+
+        @cli.command("save-read-only")
+        def read_only() -> None:
+            import errno
+
+            raise OSError(errno.EROFS, "Read-only file system", "/x/adapter.safetensors")
+
+        @cli.command("buggy")
+        def buggy() -> None:
+            raise ValueError("a bug (os error 99)")
+
+
+def test_a_full_disk_outside_the_atomic_writers_is_exit_7_not_a_traceback(
+    monkeypatch, capsys, global_plugins
+):
+    global_plugins.register(_FullDiskPlugin(), "full-disk")
+    code, err = exit_code_of(monkeypatch, capsys, "save-on-full-disk")
+    assert code == 7 and err.startswith("Error: cannot write a result: No space left on device")
+    assert "continue with --resume" in err
+    code, err = exit_code_of(monkeypatch, capsys, "save-read-only")
+    assert (code, err.split(";")[0]) == (
+        7,
+        "Error: cannot write /x/adapter.safetensors: Read-only file system",
+    )
+    # anything else is still a bug, with its traceback
+    monkeypatch.setattr(sys, "argv", ["surveysim", "buggy"])
+    from surveysim_core.cli import main
+
+    with pytest.raises(ValueError, match="a bug"):
+        main()
