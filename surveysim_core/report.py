@@ -18,7 +18,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
-import json
 import logging
 import os
 import platform
@@ -872,26 +871,13 @@ def provenance(run: Run) -> list[tuple[str, str]]:
     if started.exists():
         when = time.localtime(started.stat().st_mtime)
         rows.append(("run started", time.strftime("%Y-%m-%d %H:%M:%S %Z", when)))
-    training = run.dir / "adapter" / "training.json"
-    if training.exists():
-        try:
-            info = json.loads(training.read_text(encoding="utf-8"))
-            tps = info.get("tokens_per_second")
-            if tps is not None:
-                rows.append(("fine-tuning throughput", f"{float(tps):,.0f} tokens/s"))
-        except (OSError, ValueError):
-            pass
-    n_items = (
-        int(_overall(run.metrics).groupby("question")["n"].max().sum()) if len(run.metrics) else 0
-    )
-    for key, seconds in run.timings.items():
-        if key.startswith("answer:") and seconds > 0 and n_items:
-            temps = len(cfg.decoding.temperatures)
-            rows.append(
-                (f"answering throughput ({key.removeprefix('answer:')})",
-                 f"{n_items} test items x {temps} temperature(s) in {seconds:.1f}s: "
-                 f"{n_items / seconds:.1f} items/s")
-            )  # fmt: skip
+    from surveysim_core.run import training_throughput
+
+    for key, value in training_throughput(run.dir).items():
+        name, _, what = key.partition(": ")
+        rows.append(
+            (f"{what.removesuffix(' tokens/s')} throughput ({name})", f"{value:,.0f} tokens/s")
+        )
     return rows
 
 

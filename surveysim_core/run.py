@@ -146,18 +146,28 @@ def _stages(
 
 
 def training_throughput(run_dir: Path) -> dict[str, float]:
-    """Measured fine-tuning throughput of each trained system (from its ``training.json``),
-    so that a slower machine's wall time can be explained."""
+    """Measured throughput of this run, so that a slower machine's wall time can be explained:
+    each trained system's fine-tuning tokens/s (from its ``training.json``) and each language-
+    model system's forward tokens/s while answering (from ``systems/<name>/throughput.json``)."""
     out: dict[str, float] = {}
     for path in sorted(run_dir.glob("**/training.json")):
-        try:
-            info = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if isinstance(info, dict) and "tokens_per_second" in info:
+        info = _read_json(path)
+        if "tokens_per_second" in info:
             name = path.parent.relative_to(run_dir).as_posix()
             out[f"{name}: training tokens/s"] = round(float(info["tokens_per_second"]), 1)
+    for path in sorted(run_dir.glob("systems/*/throughput.json")):
+        info = _read_json(path)
+        if "forward_tokens_per_second" in info:
+            out[f"{path.parent.name}: forward tokens/s"] = float(info["forward_tokens_per_second"])
     return out
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return info if isinstance(info, dict) else {}
 
 
 def report_reuse(

@@ -176,6 +176,9 @@ class LanguageModelSystem:
         self.resume = resume
         self.progress = progress
         self.timings: dict[str, float] = {}
+        #: measured while answering: positions run through the model (where the model counts
+        #: them, as ``forward_tokens``) per second of decoding
+        self.throughput: dict[str, float] = {}
         cls, opts = variant.backend
         _, lopts = variant.loss
         options = opts.model_dump(mode="json") if opts is not None else dict(cfg.backend.options)
@@ -283,20 +286,31 @@ class LanguageModelSystem:
                 self.cache.reused.append(f"{self.name}: answers at t={sorted(found)}")
         missing = [t for t in temperatures if t not in found]
         if missing:
-            tick = time.time()
             prompts = cfg.prompts
             decode = (
                 self._decode_virtual
                 if prompts.memory and prompts.memory_at_evaluation == "virtual"
                 else self._decode
             )
-            for t, decoded in decode(model(), test, missing).items():
+            answering = model()  # loaded (or trained) before the clock starts
+            tokens_before = getattr(answering, "forward_tokens", None)
+            tick = time.perf_counter()
+            decoded_all = decode(answering, test, missing)
+            seconds = time.perf_counter() - tick
+            tokens_after = getattr(answering, "forward_tokens", None)
+            if isinstance(tokens_before, int) and isinstance(tokens_after, int) and seconds > 0:
+                self.throughput = {
+                    "forward_tokens": tokens_after - tokens_before,
+                    "answer_seconds": seconds,
+                    "forward_tokens_per_second": round((tokens_after - tokens_before) / seconds, 1),
+                }
+            for t, decoded in decoded_all.items():
                 found[t] = decoded
                 if self.cache is not None:
                     self.cache.put_answers("answers", answer_keys[t], [decoded])
             if self.cache is not None:
                 self.cache.computed.append(f"{self.name}: answers at t={missing}")
-            self.timings["answer"] = time.time() - tick
+            self.timings["answer"] = seconds
         params = {"calibrated_temperature": t_cal} if t_cal is not None else {}
         answers = [replace(found[t], params=params) for t in temperatures]
         return SystemResult(self.name, self.settings, answers, calibrated_temperature=t_cal)

@@ -31,9 +31,11 @@ class Calls:
 class TeacherModel:
     def __init__(self, text: str):
         self.text = text
+        self.forward_tokens = 0  # as a real model counts the positions it runs
 
     def generate(self, prompts, temperature, max_new_tokens, seed):
         Calls.generations.append((self.text, temperature))
+        self.forward_tokens += 10 * len(prompts)
         return [self.text] * len(prompts)
 
 
@@ -319,3 +321,18 @@ def test_the_reuse_verdict_of_a_new_training_set_invalidates_the_adapter_only(
     assert "constant: predictions" in todo
     assert "zero_shot" not in todo
     assert "zero_shot: answers at t=0" in next(m for m in messages if m.startswith("still valid"))
+
+
+def test_a_run_records_its_forward_throughput_in_status_and_report(tmp_path, teacher_plugins):
+    done = run(config(tmp_path, ["constant"], [0.0, 1.0]), teacher_plugins, tmp_path / "a")
+    status = json.loads((done.dir / "status.json").read_text())
+    n_test = len(pd.read_csv(done.dir / "systems" / "constant" / "predictions.csv"))
+    for system in ("zero_shot", "fine_tuned"):
+        measured = json.loads((done.dir / "systems" / system / "throughput.json").read_text())
+        # 10 positions per prompt, every test item at two temperatures
+        assert measured["forward_tokens"] == 10 * n_test * 2
+        rate = measured["forward_tokens"] / measured["answer_seconds"]
+        assert status["throughput"][f"{system}: forward tokens/s"] == pytest.approx(rate, rel=0.02)
+    assert "forward throughput (fine_tuned)" in (done.dir / "report.html").read_text()
+    # baselines run no model: no forward throughput
+    assert not (done.dir / "systems" / "constant" / "throughput.json").exists()

@@ -142,3 +142,19 @@ def test_split_between_processes_keeps_personas_together(world, monkeypatch):
     np.testing.assert_allclose(got, one, atol=2e-6)
     systems = [{prompts[i].system for i in part} for part in seen]
     assert len(systems[0] & systems[1]) <= 1  # at most one persona straddles the cut
+
+
+def test_forward_tokens_count_every_position_run_while_answering():
+    model = hf_model(batch_size=2)
+    prompts = prompts_of(PERSONAS[:2], WORDS[:1])
+    ids = model.prompt_ids(prompts)
+    texts = model.generate(prompts, temperature=1.0, max_new_tokens=3, seed=0)
+    steps = max(len(model.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
+    # one batch of two: the padded prompt, then one position per row for each later step
+    # (a step that generated a stop token is counted, the decoded text does not hold it)
+    width = max(len(i) for i in ids)
+    assert model.generated_tokens in {2 * (width + s - 1) for s in (steps, min(steps + 1, 3))}
+    assert model.forward_tokens == model.generated_tokens
+    model.answer_distribution(prompts, ANSWERS, [1.0])
+    assert model.exact_tokens > 0
+    assert model.forward_tokens == model.generated_tokens + model.exact_tokens

@@ -135,6 +135,14 @@ class HFModel:
         self.stop_ids = stop_token_ids(model, tokenizer)
         #: positions run through the model by answer_distribution (padding included)
         self.exact_tokens = 0
+        #: positions run through the model by generation (padding included)
+        self.generated_tokens = 0
+
+    @property
+    def forward_tokens(self) -> int:
+        """Every position this model has run forward while answering (the core divides it by
+        the answering time for the run's forward tokens/s)."""
+        return self.exact_tokens + self.generated_tokens
 
     def prompt_ids(self, prompts: Sequence[Prompt]) -> list[list[int]]:
         """Token ids of each prompt in the model's chat format, ending where the answer starts."""
@@ -169,6 +177,11 @@ class HFModel:
                 max_new_tokens,
                 self.tokenizer.pad_token_id,
                 self.stop_ids,
+            )
+            # the padded prompt once, then one position per row and generated step
+            steps = max((len(t) for t in new), default=0)
+            self.generated_tokens += len(rows) * (
+                max(len(ids[i]) for i in rows) + max(steps - 1, 0)
             )
             for row, tokens in zip(rows, new, strict=True):
                 texts[row] = self.tokenizer.decode(tokens, skip_special_tokens=True)
