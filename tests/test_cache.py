@@ -302,7 +302,10 @@ def test_before_any_work_a_run_says_which_stages_are_still_valid(tmp_path, teach
     assert todo == "to compute: zero_shot: answers at t=1; fine_tuned: answers at t=1"
     # the verdict was right: the run computed exactly those, and trained nothing
     assert len(Calls.trainings) == 1
-    assert second.cache["computed"] == ["zero_shot: answers at t=[1.0]", "fine_tuned: answers at t=[1.0]"]
+    assert second.cache["computed"] == [
+        "zero_shot: answers at t=[1.0]",
+        "fine_tuned: answers at t=[1.0]",
+    ]
 
 
 def test_the_reuse_verdict_of_a_new_training_set_invalidates_the_adapter_only(
