@@ -80,3 +80,22 @@ def test_cross_entropy_is_the_mean_over_label_positions_only(tokenizer):
     assert batch.answer_length.tolist() == [2, 1]
     first = batch.input_ids[1, batch.answer_start[1]]
     assert tokenizer.decode([int(first)]) == "7"
+
+
+def test_by_default_no_text_is_cut_so_a_long_conversation_keeps_its_persona(tokenizer):
+    from surveysim_hf.options import HFOptions
+
+    limit = HFOptions().max_length
+    assert limit is None
+    long = Example(
+        Prompt("act as {age: 30}" + " persona-start" * 200, "How much?"),
+        "63",
+        "q1",
+        63.0,
+        None,
+        "s1",
+    )
+    encoded = encode_example(tokenizer, long, max_length=limit)
+    assert not encoded.truncated
+    assert "act as {age: 30}" in tokenizer.decode(encoded.input_ids[: encoded.answer_start])
+    assert len(encoded.input_ids) > 2000  # longer than the old 512 default, uncut

@@ -69,8 +69,12 @@ class HFOptions(BaseModel):
     gradient_accumulation_steps: int = Field(
         1, ge=1, description="Forward passes per optimizer step."
     )
-    max_length: int = Field(
-        512, ge=8, description="Longest training text in tokens (the prompt is cut from the left)."
+    max_length: int | None = Field(
+        None,
+        ge=8,
+        description="Longest training text in tokens; a longer prompt is cut from the left,"
+        " losing the persona first. None (default): no cut, so a respondent's whole"
+        " conversation (prompts.memory) keeps its persona; set a limit only to bound memory.",
     )
     max_steps: int | None = Field(
         None, ge=1, description="Stop after this many optimizer steps (smoke tests)."
