@@ -81,12 +81,20 @@ def score_result(
                 ans.distribution, plan.answer_types, plan.metrics, plan.segments, **boot,
             )  # fmt: skip
             # where the answer options were shown in another order: answers by position
-            rows += position_rows(
+            shown = position_rows(
                 result.system, ans.setting, None, test.items, ans.distribution.probs,
                 plan.answer_types, option_orders(plan), plan.config.decoding.seed,
             )  # fmt: skip
+            rows += [{**r, "readout": "answer"} for r in shown]
         else:
             by_setting.setdefault(ans.setting, {})[ans.temperature] = ans.distribution
+            # a language model saw the options in their shown order: its mass by position
+            shown = position_rows(
+                result.system, ans.setting, ans.temperature, test.items, ans.distribution.probs,
+                plan.answer_types, option_orders(plan), plan.config.decoding.seed,
+            )  # fmt: skip
+            readout = "greedy" if ans.temperature == 0 else "sample"
+            rows += [{**r, "readout": readout} for r in shown]
         preds.append(prediction_frame(test, result.system, ans))
         if ans.setting not in {s["setting"] for s in settings}:
             settings.append(

@@ -595,6 +595,9 @@ def summary_table(
         else dict.fromkeys(dict.fromkeys(metrics["metric"]), None)
     )
     names = [n for n in (names or directions) if n in present]
+    if catalogue is not None and "position_bias" in present and "position_bias" not in names:
+        # a run that showed options in several orders (surveysim_core.option_order)
+        names.append("position_bias")
     overall = metrics[metrics["segment"] == "all"]
     lines = []
     for qid in overall["question"].unique():

@@ -229,7 +229,9 @@ class HFModel:
     ) -> dict[float, np.ndarray]:
         """Exact probability of each answer string per prompt and temperature.
 
-        Computed by :func:`surveysim_hf.exact.answer_distribution`: one tree-attention pass per
+        Digit strings are numbers (ended by any non-digit token); other strings are words such
+        as option labels, ended by a stop token (:mod:`surveysim_hf.labels`). Computed by
+        :func:`surveysim_hf.exact.answer_distribution`: one tree-attention pass per
         batch gives every temperature. Prompts are sorted by (system, user) text so that prompts
         of the same persona are neighbours, then split across processes in contiguous runs of
         that order (a persona's prompts stay on one process and share their prefix,
@@ -275,12 +277,15 @@ class HFModel:
     ) -> list[np.ndarray]:
         """One ``(n_temperatures, K)`` array per prompt; prompts arrive sorted by persona."""
         from surveysim_hf.exact import _output_size, answer_distribution
-        from surveysim_hf.tree import build_answer_trie
+        from surveysim_hf.labels import answer_trie
 
         if not prompts:
             return []
         ids = self.prompt_ids(prompts)
-        trie = build_answer_trie(self.tokenizer, list(answers), vocab_size=_output_size(self.model))
+        # digits end at a non-digit token; labels at a stop token, where generate() stops
+        trie, columns = answer_trie(
+            self.tokenizer, list(answers), self.stop_ids, vocab_size=_output_size(self.model)
+        )
         # chunks of whole personas (so sharing is not cut), sized for the bar: the first is one
         # batch, timed; later ones aim at CHUNK_SECONDS each (at most 8 batches), so that the bar
         # and its ETA move every few seconds on a slow CPU too
@@ -318,7 +323,9 @@ class HFModel:
                 max_seq_tokens=1024,
             )
             self.exact_tokens += int(result.padded_tokens)
-            stacked = np.stack([np.asarray(result.probs[t]) for t in temperatures], axis=1)
+            stacked = np.zeros((end - start, len(temperatures), len(answers)))
+            for j, t in enumerate(temperatures):
+                stacked[:, j, columns] = result.probs[t]
             out.extend(stacked)
             bar.update(end - start)
             seconds = max(time.perf_counter() - tick, 1e-6)
