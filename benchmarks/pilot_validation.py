@@ -21,6 +21,7 @@ positions, so its shifts may carry a common offset; rank correlations are blind 
     python benchmarks/pilot_validation.py                 # full size (GPU; the lead runs it)
     python benchmarks/pilot_validation.py --quick         # tiny random model, minutes on a CPU
     python benchmarks/pilot_validation.py --run runs/X    # reuse a run trained without --holdout
+    python benchmarks/pilot_validation.py --config surveys/evshift.yaml   # CPU-sized training
 
 Writes ``validation.json`` and ``validation.md`` into --out.
 """
@@ -193,13 +194,51 @@ def catboost_shifts(
     return pd.DataFrame(out)
 
 
+def human_shifts(responses: pd.DataFrame, subjects: set[str]) -> pd.DataFrame:
+    """The observed shift per statement among ``subjects`` (a human test sample), as rows of
+    pilot's shifts.csv (segment "all")."""
+    rows = _shift_rows(responses[responses["subject_id"].astype(str).isin(subjects)])
+    means = rows.groupby(rows["intervention"].astype(str))["shift"].mean()
+    return pd.DataFrame(
+        {"statement": means.index, "segment": "all", "value": "all", "mean_shift": means.values}
+    )
+
+
+def run_subjects(run_dir: Path, split: str) -> set[str] | None:
+    """The subjects of ``split`` in a finished run (its splits.csv), or None."""
+    path = run_dir / "splits.csv"
+    if not path.exists():
+        return None
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    return set(table.loc[table["split"] == split, "subject_id"])
+
+
 # -- the steps ---------------------------------------------------------------------------------------
-def run_config(survey: str, train_csv: Path, out: Path, quick: bool, model: str | None):
-    """The run configuration that fine-tunes on the training file (held-out statements removed)."""
-    from surveysim_core.config import RunConfig
+def run_config(
+    survey: str,
+    train_csv: Path,
+    out: Path,
+    quick: bool,
+    model: str | None,
+    base: Path | None = None,
+):
+    """The run configuration that fine-tunes on the training file (held-out statements removed).
+
+    ``base``: a run configuration (e.g. ``surveys/evshift.yaml``, sized for a CPU) whose
+    backend options, loss, prompts and split caps are used; otherwise the backend's defaults on
+    the whole training split (GPU scale)."""
+    from surveysim_core.config import RunConfig, load_config
 
     options: dict[str, Any] = {"progress_bars": False}
     split: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    if base is not None:
+        cfg = load_config(str(base), [])
+        assert cfg.backend is not None, f"{base}: no backend"
+        options = {**cfg.backend.options, **options}
+        split = cfg.split.model_dump(mode="json")
+        extra = {"prompts": cfg.prompts.model_dump(mode="json"),
+                 "loss": cfg.backend.loss.model_dump(mode="json")}  # fmt: skip
     if quick:
         options |= {"model": model or str(out / "tiny-model"), "max_steps": 2}
         split = {"max_train_subjects": 40, "max_val_subjects": 10, "max_test_subjects": 10}
@@ -210,7 +249,13 @@ def run_config(survey: str, train_csv: Path, out: Path, quick: bool, model: str 
             "survey": survey,
             "data": {"source": "file", "path": str(train_csv)},
             "split": split,
-            "backend": {"name": "hf", "systems": ["fine_tuned"], "options": options},
+            "backend": {
+                "name": "hf",
+                "systems": ["fine_tuned"],
+                "options": options,
+                **({"loss": extra["loss"]} if "loss" in extra else {}),
+            },
+            **({"prompts": extra["prompts"]} if "prompts" in extra else {}),
             "decoding": {"decoder": "exact", "temperatures": [1.0]},
             "output": {"dir": str(out / "runs")},
         }
@@ -218,7 +263,13 @@ def run_config(survey: str, train_csv: Path, out: Path, quick: bool, model: str 
 
 
 def train_run(
-    survey: str, train_csv: Path, out: Path, quick: bool, model: str | None, plugins: Any
+    survey: str,
+    train_csv: Path,
+    out: Path,
+    quick: bool,
+    model: str | None,
+    plugins: Any,
+    base: Path | None = None,
 ) -> Path:
     """Fine-tune with ``surveysim run``; a finished run in ``out/run`` is reused."""
     from surveysim_core.run import execute
@@ -231,7 +282,7 @@ def train_run(
         from surveysim_hf.testing import write_tiny_model
 
         write_tiny_model(out / "tiny-model")
-    config = run_config(survey, train_csv, out, quick, model)
+    config = run_config(survey, train_csv, out, quick, model, base)
     execute(config, "pilot_validation", plugins, run_dir=str(run_dir))
     return run_dir
 
@@ -295,7 +346,7 @@ def markdown(result: dict[str, Any]) -> str:
         "| system | Spearman, all 35 | Spearman, 5 unseen |",
         "| --- | --- | --- |",
     ]
-    for name in ("pilot", "catboost"):
+    for name in ("pilot", "catboost", "human_test_sample"):
         if name in result:
             s = result[name]["shift"]
             lines.append(f"| {name} | {fmt(s['spearman_all'])} | {fmt(s['spearman_unseen'])} |")
@@ -327,6 +378,11 @@ def main(argv: list[str] | None = None, plugins: Any = None) -> dict[str, Any]:
     parser.add_argument("--run", type=Path, default=None, help="Reuse this finished run.")
     parser.add_argument("--no-catboost", action="store_true")
     parser.add_argument("--quick", action="store_true", help="Tiny random model, small sizes.")
+    parser.add_argument(
+        "--config", type=Path, default=None,
+        help="Train with this run config's backend options, prompts and split caps"
+        " (e.g. surveys/evshift.yaml, sized for a CPU); default: the backend's defaults, GPU scale.",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if args.quick:
         args.subjects = args.subjects or 200
@@ -358,7 +414,9 @@ def main(argv: list[str] | None = None, plugins: Any = None) -> dict[str, Any]:
     if args.survey == "evshift-0to9":
         raise SystemExit("--survey evshift-0to9: truth.json is on the 0-100 scale; use evshift")
 
-    run_dir = args.run or train_run(args.survey, train_csv, out, args.quick, args.model, plugins)
+    run_dir = args.run or train_run(
+        args.survey, train_csv, out, args.quick, args.model, plugins, args.config
+    )
     pilot_dir = pilot_all(
         args.survey, responses_csv, run_dir, truth, out, args.personas, args.seed,
         args.bootstrap, plugins,
@@ -368,11 +426,28 @@ def main(argv: list[str] | None = None, plugins: Any = None) -> dict[str, Any]:
         "survey": args.survey, "holdout": holdout, "personas": args.personas,
         "quick": args.quick, "run": str(run_dir), "pilot": evaluate(shifts, truth, holdout),
     }  # fmt: skip
+    trained_on = run_subjects(run_dir, "train")
+    if trained_on is not None:
+        result["train_subjects"] = len(trained_on)
+    tested = run_subjects(run_dir, "test")
+    if tested:
+        # the run's held-out test respondents, who saw every statement (held-out ones too)
+        result["human_test_sample"] = {
+            "subjects": len(tested),
+            "shift": shift_figures(
+                human_shifts(responses, tested).set_index("statement")["mean_shift"],
+                truth, holdout,
+            ),
+        }  # fmt: skip
     if not args.no_catboost:
         personas = pd.read_csv(pilot_dir / "personas.csv", keep_default_na=False)
         seen = {str(j) for j in range(1, 36)} - set(holdout)
+        # on the respondents the language model was trained on, so that the two are comparable
+        cb_train = (
+            train if trained_on is None else train[train["subject_id"].astype(str).isin(trained_on)]
+        )
         cb = catboost_shifts(
-            train, personas, personas["weight"].to_numpy(float), [str(j) for j in range(1, 36)],
+            cb_train, personas, personas["weight"].to_numpy(float), [str(j) for j in range(1, 36)],
             seen, args.catboost_iterations, args.seed,
         )  # fmt: skip
         result["catboost"] = evaluate(cb, truth, holdout)

@@ -158,3 +158,34 @@ def test_training_run_config_is_valid(pv, plugins, tmp_path, quick):
     assert plan.backend is not None and config.backend.systems == ["fine_tuned"]
     assert config.data.path == str(tmp_path / "train.csv")
     assert (config.backend.options.get("max_steps") == 2) is quick
+
+
+def test_training_run_config_from_a_cpu_sized_config(pv, plugins, tmp_path):
+    from surveysim_core.run import plan_run
+
+    base = REPO / "surveys" / "evshift.yaml"
+    config = pv.run_config("evshift", tmp_path / "train.csv", tmp_path, False, None, base)
+    plan_run(config, "pilot_validation", plugins)
+    default = yaml.safe_load(base.read_text())
+    assert config.split.max_train_subjects == default["split"]["max_train_subjects"]
+    for key in ("lora_layers", "learning_rate", "epochs", "target_modules"):
+        assert config.backend.options[key] == default["backend"]["options"][key]
+    assert config.backend.loss.name == default["backend"]["loss"]["name"]
+
+
+def test_human_sample_shift_by_hand(pv, tmp_path):
+    rows = [  # subject, seq, question, intervention, answer
+        ("a", 1, "initial_preference", "", 50), ("a", 2, "post_intervention_preference", "1", 60),
+        ("a", 3, "post_intervention_preference", "2", 40),
+        ("b", 1, "initial_preference", "", 10), ("b", 2, "post_intervention_preference", "1", 30),
+        ("c", 1, "initial_preference", "", 90), ("c", 2, "post_intervention_preference", "2", 0),
+    ]  # fmt: skip
+    responses = pd.DataFrame(
+        rows, columns=["subject_id", "seq", "question", "intervention", "answer"]
+    )
+    got = pv.human_shifts(responses.astype(str), {"a", "b"}).set_index("statement")["mean_shift"]
+    # statement 1: a +10, b +20 -> 15; statement 2: a 40 - 60 = -20 (c is not in the sample)
+    assert got.to_dict() == {"1": 15.0, "2": -20.0}
+    (tmp_path / "splits.csv").write_text("subject_id,split\na,train\nb,test\nc,test\n")
+    assert pv.run_subjects(tmp_path, "test") == {"b", "c"}
+    assert pv.run_subjects(tmp_path / "none", "test") is None
