@@ -70,8 +70,13 @@ def _indices(plan: Plan, items: pd.DataFrame) -> np.ndarray:
     return out
 
 
-def render_prompts(plan: Plan, items: pd.DataFrame, respondents: pd.DataFrame) -> list[Prompt]:
-    """One chat prompt per item: the respondent's persona and the question in context."""
+def render_prompts(
+    plan: Plan, items: pd.DataFrame, respondents: pd.DataFrame, history: bool = True
+) -> list[Prompt]:
+    """One chat prompt per item: the respondent's persona and the question in context; with
+    respondent memory (``prompts.memory``) and ``history``, the respondent's earlier turns from
+    ``items["answer_text"]``. ``history=False``: every item as the first turn (a caller that
+    supplies its own earlier turns, such as ``surveysim pilot``)."""
     spec = plan.survey.spec
     labels = {name: f.label or name for name, f in spec.demographics.items()}
     compact = plan.config.prompts.persona == "compact"
@@ -99,7 +104,7 @@ def render_prompts(plan: Plan, items: pd.DataFrame, respondents: pd.DataFrame) -
                 context_text=context_text, **context,
             )  # fmt: skip
         prompts.append(Prompt(systems[rec["subject_id"]], cache[key]))
-    if plan.config.prompts.memory:
+    if plan.config.prompts.memory and history:
         prompts = with_history(prompts, items, items["answer_text"].tolist())
     return prompts
 

@@ -561,3 +561,72 @@ def test_tutorial_example_config_is_valid(plugins):
     new = [i for i in items if i.new]
     assert [i.statement for i in new] == ["N1", "N2", "N3"]
     assert {i.group for i in new} == {"cost", "charging", "environmental"}
+
+
+class MemoryModel(FakeModel):
+    """A model trained with respondent memory: after a statement it answers relative to the
+    persona's own earlier answer in the conversation. A: one point up (capped at 5); B: the
+    same answer again. A statement without history is a bug of the caller."""
+
+    histories: ClassVar[list] = []
+
+    def answer_distribution(self, prompts, answers, temperatures):
+        rows = []
+        for p in prompts:
+            if "Free buses." in p.user or "Lower taxes." in p.user:
+                assert len(p.history) == 1, p
+                ((question, earlier),) = p.history
+                MemoryModel.histories.append((p.system, question, earlier))
+                up = "Free buses." in p.user
+                rows.append(dist(**{f"a{min(int(earlier) + up, 5)}": 1.0}))
+            else:
+                assert not p.history
+                rows.extend(super().answer_distribution([p], answers, [1.0])[1.0])
+        return {t: np.array(rows) for t in temperatures}
+
+
+class MemoryBackend(Backend):
+    def load(self, adapter):
+        return MemoryModel()
+
+
+def test_with_respondent_memory_the_shift_is_within_person(town, tmp_path, personas_csv):
+    town.register(type("P", (), {"register_backends": hookimpl(
+        lambda self, register: register("memory", MemoryBackend))})(), "memory-plugin")  # fmt: skip
+    try:
+        run = tmp_path / "run"
+        (run / "adapter").mkdir(parents=True)
+        (run / "adapter" / "adapter_config.json").write_text("{}")
+        (run / "adapter" / "adapter_model.safetensors").write_bytes(b"")
+        (run / "config.yaml").write_text(yaml.safe_dump(
+            {"survey": "town", "backend": {"name": "memory"}, "prompts": {"memory": True}}
+        ))  # fmt: skip
+        MemoryModel.histories.clear()
+        cfg = pilot_config(tmp_path, personas_csv, system={"run": str(run)})
+        out = pilot(PilotConfig.model_validate(cfg), "cfg.yaml", town)
+    finally:
+        town.unregister("memory-plugin")
+    row = pd.read_csv(out / "shifts.csv", keep_default_na=False).set_index(
+        ["statement", "segment", "value"]
+    )
+    # A moves every persona one point up from its own answer (none was at 5): +1 and all rise;
+    # a difference of population means would give the same mean but a share of rises below 1
+    # for the South personas (independent draws from {2, 4} before and {3, 5} after)
+    assert row.loc[("A", "all", "all"), "mean_shift"] == pytest.approx(1.0)
+    assert row.loc[("A", "all", "all"), "share_rises"] == pytest.approx(1.0)
+    assert row.loc[("A", "region", "South"), "share_rises"] == pytest.approx(1.0)
+    # B repeats the persona's answer: no shift, nobody rises
+    assert row.loc[("B", "all", "all"), "mean_shift"] == pytest.approx(0.0)
+    assert row.loc[("B", "all", "all"), "share_rises"] == pytest.approx(0.0)
+    assert (row["basis"].str.startswith("within-person")).all()
+    assert "within-person (respondent memory)" in (out / "report.html").read_text()
+    # the history is the pre question as asked, with the persona's drawn answer: North 3;
+    # South 2 or 4; the same draw for both statements
+    pre_user = {q for _, q, _ in MemoryModel.histories}
+    assert len(pre_user) == 1 and "How much do you like the town" in next(iter(pre_user))
+    by_persona: dict[str, set] = {}
+    for system, _, earlier in MemoryModel.histories:
+        by_persona.setdefault(system, set()).add(earlier)
+    assert all(len(v) == 1 for v in by_persona.values())
+    for system, (earlier,) in by_persona.items():
+        assert earlier == "3" if "region: North" in system else earlier in {"2", "4"}

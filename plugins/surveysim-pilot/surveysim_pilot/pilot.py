@@ -4,11 +4,18 @@ Without respondent memory a persona's answer after a statement is asked afresh, 
 own earlier answer, so the shift is a difference of population means:
 ``mean over personas of E[answer | statement] - E[answer | pre-intervention question]``. The share
 whose answer rises treats the two answers of a persona as independent draws:
-``sum_a P_pre(a) * P_post(answer > a)``. The report says so.
+``sum_a P_pre(a) * P_post(answer > a)``.
+
+With respondent memory (a system trained with ``prompts.memory``) the shift is within-person:
+each persona's pre-intervention answer ``a_i`` is drawn from its exact distribution (seeded) and
+kept in the conversation before every statement, so the shift is ``E[answer | statement, a_i] -
+a_i`` and the share rising is ``P(answer > a_i)``, averaged over personas. The report and
+``shifts.csv`` (``basis``) say which.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +27,10 @@ from surveysim_core.protocols import Progress
 from surveysim_pilot.config import PilotConfig
 from surveysim_pilot.simulate import (
     Prepared,
+    answer,
     answer_and_write,
     interval,
+    item_prompts,
     normalised,
     prepare,
     segment_masks,
@@ -33,6 +42,45 @@ SHIFT_BASIS = (
     "difference of population means (no respondent memory): each persona answers the"
     " pre-intervention question and each statement independently"
 )
+WITHIN_PERSON_BASIS = (
+    "within-person (respondent memory): each persona's pre-intervention answer is drawn from"
+    " its exact distribution (seeded) and kept in the conversation; the shift is the answer"
+    " after the statement minus that answer"
+)
+#: the item-id key under which the drawn pre-intervention answers (answer indices) travel
+PRE_DRAWN = "__pre_answer_drawn__"
+
+
+def within_person_answerer(pre_question: str, seed: int):
+    """An ``answerer`` for :func:`answer_and_write` with respondent memory: the pre-intervention
+    question first; each persona's answer to it drawn from its exact distribution; then every
+    statement with that (question, answer) turn before it in the conversation."""
+
+    def answer_within(prepared: Prepared, model, progress: Progress) -> dict[str, np.ndarray]:
+        pre_items = [i for i in prepared.items if i.statement is None]
+        rest = [i for i in prepared.items if i.statement is not None]
+        pre_item = next(i for i in pre_items if i.question == pre_question)
+        probs = answer(dataclasses.replace(prepared, items=pre_items), model, progress)
+        labels = list(prepared.plan.answer_types[pre_question].labels)
+        p, mass = normalised(probs[pre_item.id])
+        rng = np.random.default_rng(seed)
+        drawn = np.array(
+            [
+                rng.choice(len(labels), p=row) if m > 0 else -1
+                for row, m in zip(p, mass, strict=True)
+            ]
+        )
+        pre_prompts = item_prompts(prepared, [pre_item])
+        history = [
+            ((prompt.user, labels[a]),) if a >= 0 else ()
+            for prompt, a in zip(pre_prompts, drawn, strict=True)
+        ]
+        if rest:
+            probs |= answer(dataclasses.replace(prepared, items=rest), model, progress, history)
+        probs[PRE_DRAWN] = drawn
+        return probs
+
+    return answer_within
 
 
 def prepare_pilot(
@@ -75,6 +123,13 @@ def shift_frame(
     statement's rank in its segment (1 = largest shift) with its 95% bootstrap range."""
     at = prepared.plan.answer_types[pre_question]
     pre_p, pre_mass = normalised(probs[pre_question])
+    drawn = probs.get(PRE_DRAWN)
+    if drawn is not None:
+        # within-person: the persona's own pre answer, as a point mass
+        pre_p = np.zeros_like(pre_p)
+        ok = drawn >= 0
+        pre_p[np.nonzero(ok)[0], drawn[ok]] = 1.0
+        pre_mass = ok.astype(float)
     pre_mean = pre_p @ at.support
     statements = [i for i in prepared.items if i.statement is not None]
     w = prepared.population.weights
@@ -118,7 +173,7 @@ def shift_frame(
                 row["p_top"] = float("nan")
             row["of"] = len(statements)
     frame = pd.DataFrame(rows)
-    frame["basis"] = SHIFT_BASIS
+    frame["basis"] = WITHIN_PERSON_BASIS if drawn is not None else SHIFT_BASIS
     return frame
 
 
@@ -132,8 +187,10 @@ def pilot(
     prepared = prepare_pilot(config, source, plugins, progress)
 
     def write(folder: Path) -> None:
+        memory = bool(prepared.plan.config.prompts.memory)
+        answerer = within_person_answerer(config.pre_question, config.seed) if memory else None
         probs, counts = answer_and_write(
-            prepared, folder, plugins, progress, config.bootstrap, config.seed
+            prepared, folder, plugins, progress, config.bootstrap, config.seed, answerer
         )
         shifts = shift_frame(prepared, probs, counts, config.pre_question)
         shifts.to_csv(folder / "shifts.csv", index=False)

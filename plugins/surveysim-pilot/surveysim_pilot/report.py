@@ -108,7 +108,7 @@ def write_pilot_report(prepared: Any, shifts: pd.DataFrame, folder: Path) -> Pat
         n_personas=len(prepared.population),
         n_statements=int((shifts["segment"] == "all").sum()),
         pre_question=prepared.config.pre_question,
-        basis=SHIFT_BASIS,
+        basis=str(shifts["basis"].iloc[0]) if len(shifts) else SHIFT_BASIS,
         bootstrap=prepared.config.bootstrap,
         rows=rows,
     )

@@ -23,7 +23,7 @@ from surveysim_core.answers import AnswerType
 from surveysim_core.config import DataSection, RunConfig, load_config, validate_options
 from surveysim_core.errors import ConfigError, DataError
 from surveysim_core.plugins import Plugins
-from surveysim_core.protocols import Progress
+from surveysim_core.protocols import Progress, Prompt
 from surveysim_pilot import population as pop
 from surveysim_pilot.config import SimulateConfig
 from surveysim_pilot.items import Item, build_items
@@ -105,6 +105,10 @@ def _plan(config: SimulateConfig, source: str, plugins: Plugins):
     from surveysim_core.run import plan_run
 
     run_config = RunConfig(survey=config.survey, survey_options=config.survey_options)
+    if config.system.run is not None and (Path(config.system.run) / "config.yaml").exists():
+        # prompts as the system was trained with them (compact persona, respondent memory)
+        trained = _run_config(Path(config.system.run), source)
+        run_config = run_config.model_copy(update={"prompts": trained.prompts})
     return plan_run(run_config, source, plugins)
 
 
@@ -244,16 +248,39 @@ def prepare(
 
 
 # -- answering ---------------------------------------------------------------------------------
+def item_prompts(prepared: Prepared, items: list[Item]) -> list[Prompt]:
+    """The prompts of ``items`` for every persona, item-major (item k's persona i at
+    ``k * n + i``), each as the first turn of a conversation."""
+    from surveysim_core.run import render_prompts
+
+    plan = prepared.plan
+    personas = prepared.population.personas
+    frames = []
+    for item in items:
+        frame = pd.DataFrame({"subject_id": list(personas.index), "question": item.question})
+        if item.field:
+            frame[item.field] = item.statement
+        frames.append(frame)
+    rows = pd.concat(frames, ignore_index=True)
+    for col in plan.survey.spec.context_columns:
+        if col not in rows:
+            rows[col] = ""
+    rows[plan.survey.spec.context_columns] = rows[plan.survey.spec.context_columns].fillna("")
+    return render_prompts(plan, rows, personas, history=False)
+
+
 def answer(
-    prepared: Prepared, model: Any, progress: Progress | None = None
+    prepared: Prepared,
+    model: Any,
+    progress: Progress | None = None,
+    history: list[tuple[tuple[str, str], ...]] | None = None,
 ) -> dict[str, np.ndarray]:
     """Exact answer distribution of every persona for every item: ``item id -> (n, K)``.
 
     Items whose questions share an answer set are asked in one call, so that a backend can share
-    each persona's prefix across them.
+    each persona's prefix across them. ``history``: each persona's earlier turns (question,
+    answer), put before every item (respondent memory); default: none.
     """
-    from surveysim_core.run import render_prompts
-
     progress = progress or Progress()
     if not hasattr(model, "answer_distribution"):
         raise ConfigError(
@@ -268,19 +295,11 @@ def answer(
         at = plan.answer_types[item.question]
         groups.setdefault(tuple(at.labels), []).append(item)
     out: dict[str, np.ndarray] = {}
+    n = len(personas)
     for labels, members in groups.items():
-        frames = []
-        for item in members:
-            frame = pd.DataFrame({"subject_id": list(personas.index), "question": item.question})
-            if item.field:
-                frame[item.field] = item.statement
-            frames.append(frame)
-        rows = pd.concat(frames, ignore_index=True)
-        for col in plan.survey.spec.context_columns:
-            if col not in rows:
-                rows[col] = ""
-        rows[plan.survey.spec.context_columns] = rows[plan.survey.spec.context_columns].fillna("")
-        prompts = render_prompts(plan, rows, personas)
+        prompts = item_prompts(prepared, members)
+        if history is not None:
+            prompts = [Prompt(p.system, p.user, history[k % n]) for k, p in enumerate(prompts)]
         progress(
             f"answering {len(prompts)} prompts ({len(members)} items x {len(personas)} personas)"
         )
@@ -290,7 +309,6 @@ def answer(
                 f"{prepared.source}: system: the model returned {probs.shape} probabilities for"
                 f" {len(prompts)} prompts and {len(labels)} answers"
             )
-        n = len(personas)
         for k, item in enumerate(members):
             out[item.id] = probs[k * n : (k + 1) * n]
     return out
@@ -466,12 +484,19 @@ def simulate(
 
 
 def answer_and_write(
-    prepared: Any, folder: Path, plugins: Plugins, progress: Progress, bootstrap: int, seed: int
+    prepared: Any,
+    folder: Path,
+    plugins: Plugins,
+    progress: Progress,
+    bootstrap: int,
+    seed: int,
+    answerer: Callable[[Any, Any, Progress], dict[str, np.ndarray]] | None = None,
 ) -> tuple[Any, Any]:
-    """Answer the items for the population, write the files simulate and pilot share, and
-    return the answer probabilities and the bootstrap counts over personas."""
+    """Answer the items for the population (with ``answerer(prepared, model, progress)``,
+    default :func:`answer`), write the files simulate and pilot share, and return the answer
+    probabilities and the bootstrap counts over personas."""
     model = load_model(prepared, folder, plugins, progress)
-    probs = answer(prepared, model, progress)
+    probs = (answerer or answer)(prepared, model, progress)
     counts = bootstrap_counts(len(prepared.population), bootstrap, seed)
     write_common(prepared, folder, probs, counts)
     return probs, counts
