@@ -77,9 +77,9 @@ class Positions:
         self.body = self.head = 0
 
     def attach(self, model) -> None:
-        from surveysim_hf.exact import _unwrap
+        from surveysim_hf.forward import unwrap
 
-        base = _unwrap(model)
+        base = unwrap(model)
         base.get_decoder().register_forward_pre_hook(self._on_body, with_kwargs=True)
         base.get_output_embeddings().register_forward_pre_hook(self._on_head)
 
@@ -112,9 +112,9 @@ def count_positions() -> None:
 
 def model_sizes(model) -> tuple[int, int]:
     """(N_body, N_head): parameters outside the embedding and LM head, and the LM head's."""
-    from surveysim_hf.exact import _unwrap
+    from surveysim_hf.forward import unwrap
 
-    base = _unwrap(model)
+    base = unwrap(model)
     embed = base.get_input_embeddings().weight
     head = base.get_output_embeddings().weight
     total = sum(p.numel() for p in base.parameters())  # tied weights are listed once

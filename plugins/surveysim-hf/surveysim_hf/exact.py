@@ -42,6 +42,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+# the helpers live in forward.py; the private names keep the code below, and old imports, as
+# they were
+from .forward import PLAIN_HEAD_TYPES as _PLAIN_HEAD_TYPES
+from .forward import mask_dtype as _mask_dtype
+from .forward import output_size as _output_size
+from .forward import unwrap as _unwrap
 from .tree import TreeSequence, Trie, build_answer_trie, collate_tree_sequences
 
 __all__ = [
@@ -51,9 +57,6 @@ __all__ = [
     "model_logits_at",
     "parse_leading_answer",
 ]
-
-# model types whose CausalLM forward is exactly ``lm_head(decoder(...).last_hidden_state)``
-_PLAIN_HEAD_TYPES = {"llama", "mistral", "qwen2", "qwen3", "smollm3", "phi3", "olmo", "olmo2"}
 
 
 @dataclass
@@ -79,17 +82,6 @@ class AnswerDistribution:
 
     def greedy_answers(self) -> list[str | None]:
         return [self.answers[g] if g >= 0 else None for g in self.greedy]
-
-
-def _unwrap(model):
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
-
-
-def _output_size(model) -> int:
-    head = _unwrap(model).get_output_embeddings()
-    if head is not None and hasattr(head, "weight"):
-        return int(head.weight.shape[0])
-    return int(_unwrap(model).config.vocab_size)
 
 
 def model_logits_at(
@@ -266,13 +258,6 @@ def _scores(logits: torch.Tensor, trie: Trie, temperatures: Sequence[float]):
                 greedy[i] = trie.answer[node]
             break
     return res, greedy
-
-
-def _mask_dtype(model) -> torch.dtype:
-    try:
-        return next(model.parameters()).dtype
-    except StopIteration:  # pragma: no cover
-        return torch.float32
 
 
 def _bytes_per_row(model, length: int, n_keep: int, vocab: int) -> int:

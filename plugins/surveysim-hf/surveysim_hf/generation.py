@@ -47,9 +47,9 @@ def stop_token_ids(model: Any, tokenizer: Any) -> set[int]:
 
 @torch.no_grad()
 def _accepts_logits_to_keep(model: Any) -> bool:
-    from surveysim_hf.exact import _unwrap
+    from surveysim_hf.forward import unwrap
 
-    return "logits_to_keep" in inspect.signature(_unwrap(model).forward).parameters
+    return "logits_to_keep" in inspect.signature(unwrap(model).forward).parameters
 
 
 def generate_ids(
@@ -276,7 +276,8 @@ class HFModel:
         share_prefix: bool | int,
     ) -> list[np.ndarray]:
         """One ``(n_temperatures, K)`` array per prompt; prompts arrive sorted by persona."""
-        from surveysim_hf.exact import _output_size, answer_distribution
+        from surveysim_hf.exact import answer_distribution
+        from surveysim_hf.forward import output_size
         from surveysim_hf.labels import answer_trie
 
         if not prompts:
@@ -284,7 +285,7 @@ class HFModel:
         ids = self.prompt_ids(prompts)
         # digits end at a non-digit token; labels at a stop token, where generate() stops
         trie, columns = answer_trie(
-            self.tokenizer, list(answers), self.stop_ids, vocab_size=_output_size(self.model)
+            self.tokenizer, list(answers), self.stop_ids, vocab_size=output_size(self.model)
         )
         # chunks of whole personas (so sharing is not cut), sized for the bar: the first is one
         # batch, timed; later ones aim at CHUNK_SECONDS each (at most 8 batches), so that the bar

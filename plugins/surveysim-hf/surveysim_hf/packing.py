@@ -29,13 +29,14 @@ separate examples batched together; ``"once"`` counts them once.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .exact import _PLAIN_HEAD_TYPES, _unwrap
+from .batches import PackedBatch
+from .forward import PLAIN_HEAD_TYPES, unwrap
 from .tree import tree_attention_mask
 
 __all__ = [
@@ -247,14 +248,15 @@ def collate_packed(
     pad_token_id: int = 0,
     dtype: torch.dtype = torch.float32,
     pad_to_multiple_of: int | None = None,
-) -> dict[str, torch.Tensor]:
-    """Right-pad packed sequences into a batch.
+) -> PackedBatch:
+    """Right-pad packed sequences into a :class:`~surveysim_hf.batches.PackedBatch`.
 
     ``input_ids``, ``position_ids``, ``labels``, ``predictor_index`` ``(B, L)`` long;
     ``loss_weight`` ``(B, L)`` float32; ``attention_mask`` the additive 4D tree mask
     ``(B, 1, L, L)`` in ``dtype`` (use the model's compute dtype). Padding has label -100,
     weight 0, position 0 and attends only to itself. When every sequence has
     ``answer_predictor``: ``answer_predictor`` ``(B, most branches)`` long, -1 for none.
+    ``n_tokens``: the sequences' tokens, padding excluded.
     """
     length = max(len(p["input_ids"]) for p in packed)
     if pad_to_multiple_of:
@@ -267,24 +269,25 @@ def collate_packed(
             t[i, : len(p[key])] = torch.tensor(p[key], dtype=dt)
         return t
 
-    batch = {
-        "input_ids": full("input_ids", pad_token_id, torch.long),
-        "position_ids": full("position_ids", 0, torch.long),
-        "labels": full("labels", IGNORE, torch.long),
-        "predictor_index": full("predictor_index", -1, torch.long),
-        "loss_weight": full("loss_weight", 0.0, torch.float32),
-        "attention_mask": tree_attention_mask([p["parents"] for p in packed], length, dtype),
-    }
+    answer = None
     if all("answer_predictor" in p for p in packed):
         answer = torch.full((b, max(len(p["answer_predictor"]) for p in packed)), -1)
         for i, p in enumerate(packed):
             answer[i, : len(p["answer_predictor"])] = torch.tensor(p["answer_predictor"])
-        batch["answer_predictor"] = answer
-    return batch
+    return PackedBatch(
+        input_ids=full("input_ids", pad_token_id, torch.long),
+        position_ids=full("position_ids", 0, torch.long),
+        labels=full("labels", IGNORE, torch.long),
+        predictor_index=full("predictor_index", -1, torch.long),
+        loss_weight=full("loss_weight", 0.0, torch.float32),
+        attention_mask=tree_attention_mask([p["parents"] for p in packed], length, dtype),
+        answer_predictor=answer,
+        n_tokens=sum(len(p["input_ids"]) for p in packed),
+    )
 
 
 def packed_logits(
-    model, batch: dict[str, torch.Tensor], extra: torch.Tensor | None = None
+    model, batch: Mapping[str, torch.Tensor], extra: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One forward pass over a packed batch: the logits ``(n_labels, V)`` that predict every
     labelled token (row-major order of ``predictor_index >= 0``) and, when ``extra`` ``(B, K)``
@@ -297,7 +300,7 @@ def packed_logits(
     """
     # under DDP the forward must go through the wrapper (gradient synchronisation)
     ddp = isinstance(model, torch.nn.parallel.DistributedDataParallel)
-    base = _unwrap(model.module if ddp else model)
+    base = unwrap(model.module if ddp else model)
     kw = {
         "attention_mask": batch["attention_mask"],
         "position_ids": batch["position_ids"],
@@ -318,7 +321,7 @@ def packed_logits(
     rows, cols = torch.cat(rows), torch.cat(cols)
     if (
         not ddp
-        and getattr(base.config, "model_type", None) in _PLAIN_HEAD_TYPES
+        and getattr(base.config, "model_type", None) in PLAIN_HEAD_TYPES
         and hasattr(base, "get_decoder")
     ):
         hidden = base.get_decoder()(**kw).last_hidden_state
@@ -328,7 +331,7 @@ def packed_logits(
     return logits[:n_labels], (logits[n_labels:] if extra is not None else None)
 
 
-def packed_cross_entropy(logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+def packed_cross_entropy(logits: torch.Tensor, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """Weighted mean cross-entropy of the label logits of :func:`packed_logits`."""
     sel = batch["predictor_index"] >= 0
     targets, w = batch["labels"][sel], batch["loss_weight"][sel]
@@ -336,7 +339,7 @@ def packed_cross_entropy(logits: torch.Tensor, batch: dict[str, torch.Tensor]) -
     return (ce * w.to(ce.dtype)).sum() / w.sum().clamp_min(1e-12)
 
 
-def packed_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+def packed_loss(model, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """Weighted mean token cross-entropy of a packed batch (see module docstring): every
     labelled token's target is scored from its predictor's (parent's) hidden state."""
     logits, _ = packed_logits(model, batch)

@@ -25,7 +25,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +35,9 @@ from tqdm.auto import tqdm
 from surveysim_core.files import atomic_write, replace_directory
 from surveysim_core.protocols import Example
 from surveysim_hf import checkpoint as ckpt
-from surveysim_hf.frozen import frozen_split
-from surveysim_hf.losses import LossBatch, collate, compute_loss
+from surveysim_hf.batches import Batch, PackedBatch, PaddedBatch, collate
+from surveysim_hf.frozen import FrozenPrefix, frozen_split
+from surveysim_hf.losses import as_loss
 from surveysim_hf.options import HFOptions
 from surveysim_hf.packing import collate_packed, is_conversation, pack_respondent, pack_trie
 from surveysim_hf.texts import EncodedExample, encode_example
@@ -211,6 +212,474 @@ def make_scheduler(optimizer: Any, options: HFOptions, total_steps: int) -> Any:
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+@dataclass
+class Progress:
+    """Where a run stands: what ``checkpoint/trainer.json`` holds (same keys, same order)."""
+
+    fingerprint: str
+    epoch: int = 0  # epochs completed
+    batches_done: int = 0  # micro-batches done in the current epoch
+    global_step: int = 0
+    val_losses: list[float | None] = field(default_factory=list)
+    log_rows: int = 0
+    seconds: float = 0.0
+    tokens: int = 0
+
+
+class Trainer:
+    """One fine-tuning run of LoRA adapters on ``base_model`` (see the module docstring).
+
+    The options pick the batch type: packed respondent sequences (:class:`PackedBatch`) when
+    ``packing`` is on and the loss ``supports_packing``, else padded examples
+    (:class:`PaddedBatch`); every batch, training and validation, is scored as
+    ``loss(model, batch)``. ``on_step(global_step)`` is called after every optimizer step (and
+    after any checkpoint at that step); an exception raised there interrupts training as a crash
+    would.
+    """
+
+    def __init__(
+        self,
+        base_model: Any,
+        tokenizer: Any,
+        train: Sequence[Example],
+        val: Sequence[Example],
+        loss_fn: Any,
+        options: HFOptions,
+        out_dir: Path,
+        resume: bool,
+        accelerator: Any,
+        report: Callable[[str], None] = print,
+        on_step: Callable[[int], None] | None = None,
+    ):
+        if not train:
+            raise ValueError("fine-tuning needs at least one training example")
+        self.base_model = base_model
+        self.tokenizer = tokenizer
+        self.train, self.val = train, val
+        self.loss_fn = loss_fn  # as given: its class and options enter the fingerprint
+        self.loss = as_loss(loss_fn)  # as called, loss(model, batch)
+        self.options = options
+        self.out_dir = Path(out_dir)
+        self.resume = resume
+        self.accelerator = accelerator
+        self.report = report
+        self.on_step = on_step
+        self.main = accelerator.is_main_process
+        self.rank, self.world = accelerator.process_index, accelerator.num_processes
+        self.ckpt_dir = self.out_dir / "checkpoint"
+        self.summary_path = self.out_dir / "training.json"
+        self.stamp = fingerprint(options, loss_fn, train, val)
+        # set up by run()
+        self.checkpoint: dict[str, Any] | None = None  # the state resumed from
+        self.packed = False
+        self.frozen: FrozenPrefix | None = None
+        self.log: TrainLog | None = None
+
+    def say(self, message: str) -> None:
+        """Report ``message`` once (from the main process)."""
+        if self.main:
+            self.report(message)
+
+    # -- the run -----------------------------------------------------------------------------
+    def run(self) -> TrainResult:
+        """Train (or resume, or find the run already finished) and keep the best epoch."""
+        finished = self.start()
+        if finished is not None:
+            return finished
+        self.prepare_data()
+        self.build_model()
+        self.cache_frozen_layers()
+        self.train_epochs()
+        return self.keep_best_epoch()
+
+    def start(self) -> TrainResult | None:
+        """Where to start: the finished result, a checkpoint to resume (``self.checkpoint``), or
+        a clean output folder."""
+        accelerator, out_dir, ckpt_dir = self.accelerator, self.out_dir, self.ckpt_dir
+        if self.resume and self.summary_path.is_file():
+            summary = ckpt.read_json(self.summary_path)
+            if summary.get("fingerprint") == self.stamp and all(
+                (out_dir / f).is_file() for f in ADAPTER_FILES
+            ):
+                self.say(f"fine-tuning already finished in {out_dir}; using its adapter")
+                return TrainResult(
+                    out_dir,
+                    summary["best_epoch"],
+                    summary["val_losses"],
+                    summary["steps"],
+                    summary["tokens_per_second"],
+                )
+        if self.resume:  # a kill during a save may have left the newest copy under another name
+            if self.main:
+                ckpt.recover(ckpt_dir)
+            accelerator.wait_for_everyone()
+        if self.resume and (ckpt_dir / "trainer.json").is_file():
+            self.checkpoint = ckpt.load_checkpoint(ckpt_dir)
+            if self.checkpoint["trainer"]["fingerprint"] != self.stamp:
+                raise ResumeMismatch(
+                    f"{ckpt_dir} was written for other options or data; run without resume or"
+                    " use another run directory"
+                )
+        accelerator.wait_for_everyone()
+        if self.main:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            if self.checkpoint is None:
+                for stale in ("checkpoint", "checkpoint.tmp", "checkpoint.old", "epochs"):
+                    shutil.rmtree(out_dir / stale, ignore_errors=True)
+                for stale in (*ADAPTER_FILES, "training.json"):
+                    (out_dir / stale).unlink(missing_ok=True)
+        accelerator.wait_for_everyone()
+        return None
+
+    def prepare_data(self) -> None:
+        """Encode the texts, pick the batch type, pack respondents when packing, size the run."""
+        options, train, val = self.options, self.train, self.val
+        self.loss.prepare(self.tokenizer)
+        encode = [
+            encode_example(self.tokenizer, e, options.loss_on, options.max_length) for e in train
+        ]
+        val_encoded = [
+            encode_example(self.tokenizer, e, options.loss_on, options.max_length) for e in val
+        ]
+        self.encoded = {True: encode, False: val_encoded}
+        cut = sum(e.truncated for e in encode) + sum(e.truncated for e in val_encoded)
+        if cut:
+            self.say(f"{cut} training/validation texts were longer than max_length; prompts cut")
+        self.pad_id = self.tokenizer.pad_token_id
+        self.packed = options.packing and bool(getattr(self.loss, "supports_packing", False))
+        if options.packing and not self.packed:
+            self.say(
+                f"loss {type(self.loss_fn).__name__} does not support packed batches;"
+                " training on separate examples"
+            )
+        self.units: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
+        self.unit_batch, self.eval_unit_batch = options.batch_size, options.eval_batch_size
+        if self.packed:
+            units = pack_by_respondent(encode, train, options.pack_max_tokens)
+            self.units = {
+                True: units,
+                False: pack_by_respondent(val_encoded, val, options.pack_max_tokens),
+            }
+            # about batch_size examples per forward pass, as without packing
+            per_unit = len(train) / len(units)
+            self.unit_batch = max(1, round(options.batch_size / per_unit))
+            self.eval_unit_batch = max(1, round(options.eval_batch_size / per_unit))
+            saved = 1 - sum(len(u["input_ids"]) for u in units) / sum(
+                len(e.input_ids) for e in encode
+            )
+            self.say(
+                f"packed {len(train)} examples into {len(units)} respondent sequences"
+                f" ({saved:.0%} fewer tokens)"
+            )
+        self.n_units = len(self.units[True]) if self.packed else len(train)
+        self.n_val_units = len(self.units[False]) if self.packed else len(val)
+        self.val_tokens = (
+            sum(len(u["input_ids"]) for u in self.units[False])
+            if self.packed
+            else sum(len(e.input_ids) for e in val_encoded)
+        )
+        self.global_batch = self.unit_batch * self.world
+        batches_per_epoch = math.ceil(self.n_units / self.global_batch)
+        steps_per_epoch = math.ceil(batches_per_epoch / options.gradient_accumulation_steps)
+        self.total_steps = steps_per_epoch * options.epochs
+        if options.max_steps is not None:
+            self.total_steps = min(self.total_steps, options.max_steps)
+
+    def build_model(self) -> None:
+        """LoRA adapters, optimizer and scheduler, restored from the checkpoint when resuming,
+        then the random state."""
+        from peft import set_peft_model_state_dict
+
+        options, accelerator, state = self.options, self.accelerator, self.checkpoint
+        torch.manual_seed(options.seed)
+        model = add_lora(self.base_model, options)
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(
+            params, lr=options.learning_rate, weight_decay=options.weight_decay
+        )
+        self.scheduler = make_scheduler(optimizer, options, self.total_steps)
+        self.progress = Progress(fingerprint=self.stamp)
+        if state is not None:
+            set_peft_model_state_dict(model, state["adapter"])
+            optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.progress = Progress(**state["trainer"])
+            self.say(
+                f"resuming from step {self.progress.global_step}"
+                f" (epoch {self.progress.epoch + 1}, batch {self.progress.batches_done})"
+            )
+        self.mask_dtype = model.get_input_embeddings().weight.dtype
+        if not self.mask_dtype.is_floating_point:
+            self.mask_dtype = torch.float32
+        self.model, self.optimizer = accelerator.prepare(model, optimizer)
+        if self.main:
+            keep = self.progress.log_rows if state else None
+            self.log = TrainLog(self.out_dir / "train_log.csv", keep)
+        # the RNG state is restored last, after everything that draws random numbers at start-up
+        torch.manual_seed(options.seed + 7919 * (self.rank + 1))
+        if state is not None:
+            saved_rng = ckpt.load_rng(self.ckpt_dir, self.rank)
+            if saved_rng is not None:
+                ckpt.set_rng_state(saved_rng)
+        accelerator.wait_for_everyone()
+
+    def cache_frozen_layers(self) -> None:
+        """With packing and adapters on the top layers only, the frozen lower layers' output,
+        computed once per sequence (:mod:`surveysim_hf.frozen`)."""
+        options = self.options
+        self.states: dict[bool, list[torch.Tensor]] = {}
+        if self.packed and options.lora_layers is not None and options.cache_frozen_layers:
+            self.frozen, why = frozen_split(self.model)
+            self.say(f"frozen-layer cache: {why}")
+        if self.frozen is None:
+            return
+        tick = time.perf_counter()
+        for training in (True, False):
+            packs, cached = self.units[training], []
+            for start in range(0, len(packs), self.eval_unit_batch):
+                chosen = packs[start : start + self.eval_unit_batch]
+                batch = collate_packed(chosen, self.pad_id, self.mask_dtype)
+                hidden = self.frozen.lower_states(batch.to(self.accelerator.device))
+                cached += [hidden[i, : len(p["input_ids"])].clone() for i, p in enumerate(chosen)]
+            self.states[training] = cached
+        n_units = len(self.units[True]) + len(self.units[False])
+        self.say(
+            f"cached the output of {self.frozen.k} frozen layers for {n_units}"
+            f" sequences in {time.perf_counter() - tick:.1f}s"
+        )
+
+    # -- batches -----------------------------------------------------------------------------
+    def batch(self, indices: list[int], training: bool) -> Batch:
+        """The batch of units ``indices`` (examples, or packed respondents) of one split."""
+        if self.packed:
+            return self.packed_batch(indices, training)
+        return self.padded_batch(indices, training)
+
+    def padded_batch(self, indices: list[int], training: bool) -> PaddedBatch:
+        encoded, examples = self.encoded[training], self.train if training else self.val
+        return collate(
+            [encoded[i] for i in indices], [examples[i] for i in indices], self.pad_id
+        ).to(self.accelerator.device)
+
+    def packed_batch(self, indices: list[int], training: bool) -> PackedBatch:
+        encoded, examples = self.encoded[training], self.train if training else self.val
+        chosen = [self.units[training][i] for i in indices]
+        batch = collate_packed(chosen, self.pad_id, self.mask_dtype).to(self.accelerator.device)
+        if self.frozen is not None:
+            cached = [self.states[training][i] for i in indices]
+            embeds = cached[0].new_zeros(
+                (len(cached), batch.input_ids.shape[1], cached[0].shape[-1])
+            )
+            for row, hidden in enumerate(cached):
+                embeds[row, : len(hidden)] = hidden
+            batch.inputs_embeds = embeds
+        # what each branch's answer means, in the order of answer_predictor >= 0
+        members = [m for p in chosen for m in p["members"]]
+        batch.answers = collate(
+            [encoded[m] for m in members], [examples[m] for m in members], self.pad_id
+        ).to(self.accelerator.device)
+        return batch
+
+    def forward_loss(self, indices: list[int], training: bool) -> tuple[torch.Tensor, int, float]:
+        """Loss of a micro-batch, tokens run through the model, label weight (for averaging)."""
+        batch = self.batch(indices, training)
+        with self.frozen.upper() if self.frozen is not None else nullcontext():
+            value = self.loss(self.model, batch)
+        return value, batch.tokens(), batch.label_weight()
+
+    # -- epochs and steps --------------------------------------------------------------------
+    def train_epochs(self) -> None:
+        """The training loop, from where the run stands to the last epoch or ``max_steps``."""
+        options, progress = self.options, self.progress
+        self.model.train()
+        self.bar = tqdm(
+            total=self.total_steps,
+            initial=progress.global_step,
+            desc="fine-tuning",
+            unit="step",
+            file=sys.stderr,
+            disable=not (self.main and options.progress_bars),
+        )
+        self.session_start = time.perf_counter() - progress.seconds
+        stopped = progress.global_step >= self.total_steps
+        while progress.epoch < options.epochs and not stopped:
+            stopped = self.train_epoch(progress.epoch)
+        self.bar.close()
+
+    def train_epoch(self, epoch: int) -> bool:
+        """The rest of epoch ``epoch``; whether ``max_steps`` stopped it."""
+        accelerator, progress, accum = (
+            self.accelerator,
+            self.progress,
+            self.options.gradient_accumulation_steps,
+        )
+        order = epoch_order(self.n_units, self.options.seed, epoch)
+        chunks = [order[i : i + self.global_batch] for i in range(0, len(order), self.global_batch)]
+        step_losses: list[float] = []
+        step_tokens = 0
+        for b in range(progress.batches_done, len(chunks)):
+            indices, weight = rank_slice(chunks[b], self.rank, self.world)
+            group_start = b - b % accum
+            group_size = min(accum, len(chunks) - group_start)
+            sync = (b + 1 - group_start) == group_size
+            context = accelerator.no_sync(self.model) if not sync else nullcontext()
+            with context:
+                value, batch_tokens, _ = self.forward_loss(indices, True)
+                loss = value * weight
+                accelerator.backward(loss / group_size)
+            step_losses.append(float(loss.detach()))
+            step_tokens += batch_tokens if weight else 0
+            progress.batches_done = b + 1
+            if not sync:
+                continue
+            self.optimizer_step(epoch, step_losses, step_tokens)
+            step_losses, step_tokens = [], 0
+            stopped = progress.global_step >= self.total_steps
+            if progress.batches_done == len(chunks) or stopped:
+                self.finish_epoch(epoch)
+                progress.epoch = epoch + 1
+                progress.batches_done = 0
+                progress.seconds = time.perf_counter() - self.session_start
+                self.save_state()
+            elif (
+                self.options.checkpoint_every
+                and progress.global_step % self.options.checkpoint_every == 0
+            ):
+                self.save_state()
+            if self.on_step is not None:
+                self.on_step(progress.global_step)
+            if stopped:
+                return True
+        return False
+
+    def optimizer_step(self, epoch: int, step_losses: list[float], step_tokens: int) -> None:
+        """Apply the accumulated gradients and log the step (loss and tokens over processes)."""
+        progress = self.progress
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        progress.global_step += 1
+        stats = torch.tensor(
+            [sum(step_losses) / len(step_losses), float(step_tokens)],
+            dtype=torch.float64,
+            device=self.accelerator.device,
+        )
+        stats = self.accelerator.gather(stats.unsqueeze(0))
+        step_loss, tokens = float(stats[:, 0].mean()), int(stats[:, 1].sum())
+        progress.tokens += tokens
+        progress.seconds = time.perf_counter() - self.session_start
+        if self.log is not None:
+            self.log.write(
+                epoch + 1, progress.global_step, "train", step_loss, tokens, progress.seconds
+            )
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{step_loss:.4f}", epoch=epoch + 1)
+
+    def validate(self) -> float | None:
+        """Validation loss: the mean over batches weighted by label tokens, over processes."""
+        if not self.val:
+            return None
+        accelerator = self.accelerator
+        self.model.eval()
+        per = math.ceil(self.n_val_units / self.world)
+        mine = list(range(self.rank * per, min(self.n_val_units, (self.rank + 1) * per)))
+        total = torch.zeros(2, dtype=torch.float64, device=accelerator.device)
+        with torch.no_grad():
+            for start in range(0, len(mine), self.eval_unit_batch):
+                value, _, n = self.forward_loss(mine[start : start + self.eval_unit_batch], False)
+                total[0] += float(value) * n
+                total[1] += n
+        self.model.train()
+        total = accelerator.reduce(total, reduction="sum")
+        return float(total[0] / total[1]) if total[1] > 0 else None
+
+    def finish_epoch(self, epoch: int) -> None:
+        """Validate, log, and save the epoch's adapter under ``epochs/epoch-<n>``."""
+        val_loss = self.validate()
+        self.progress.val_losses.append(val_loss)
+        if self.log is not None:
+            if val_loss is not None:
+                self.log.write(
+                    epoch + 1,
+                    self.progress.global_step,
+                    "val",
+                    val_loss,
+                    self.val_tokens,
+                    self.progress.seconds,
+                )
+            folder = self.out_dir / "epochs" / f"epoch-{epoch + 1}"
+            # written beside, then moved into place: a kill leaves no half-written epoch
+            staging = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+            shutil.rmtree(staging, ignore_errors=True)
+            self.accelerator.unwrap_model(self.model).save_pretrained(
+                staging, safe_serialization=True
+            )
+            shutil.rmtree(folder, ignore_errors=True)
+            replace_directory(staging, folder)
+        shown = "n/a" if val_loss is None else f"{val_loss:.4f}"
+        self.say(f"epoch {epoch + 1}: validation loss {shown}")
+
+    def save_state(self) -> None:
+        """A resumable checkpoint (see :mod:`surveysim_hf.checkpoint`), written by every process
+        in step."""
+        from peft.utils import get_peft_model_state_dict
+
+        accelerator = self.accelerator
+        accelerator.wait_for_everyone()
+        if self.main:
+            ckpt.begin_checkpoint(self.ckpt_dir)
+        accelerator.wait_for_everyone()
+        ckpt.save_rng(ckpt.staging(self.ckpt_dir), self.rank)
+        accelerator.wait_for_everyone()
+        if self.log is not None:
+            self.progress.log_rows = self.log.rows
+            ckpt.finish_checkpoint(
+                self.ckpt_dir,
+                get_peft_model_state_dict(accelerator.unwrap_model(self.model)),
+                self.optimizer.state_dict(),
+                self.scheduler.state_dict(),
+                asdict(self.progress),
+            )
+        accelerator.wait_for_everyone()
+
+    def keep_best_epoch(self) -> TrainResult:
+        """Copy the epoch with the lowest validation loss (the last without validation) to the
+        output folder's adapter files and write ``training.json``."""
+        progress = self.progress
+        losses = progress.val_losses
+        scored = [(loss, i) for i, loss in enumerate(losses) if loss is not None]
+        best_index = min(scored)[1] if scored else len(losses) - 1
+        best_epoch = best_index + 1
+        seconds = progress.seconds
+        tokens_per_second = progress.tokens / seconds if seconds > 0 else 0.0
+        if self.main:
+            source = self.out_dir / "epochs" / f"epoch-{best_epoch}"
+            for name in ADAPTER_FILES:
+                atomic_write(
+                    self.out_dir / name, lambda tmp, name=name: shutil.copyfile(source / name, tmp)
+                )
+            ckpt.write_json(
+                self.summary_path,
+                {
+                    "fingerprint": self.stamp,
+                    "best_epoch": best_epoch,
+                    "val_losses": losses,
+                    "steps": progress.global_step,
+                    "tokens": progress.tokens,
+                    "seconds": seconds,
+                    "tokens_per_second": tokens_per_second,
+                },
+            )
+            self.say(
+                f"fine-tuned {progress.global_step} steps, {tokens_per_second:.0f} tokens/s;"
+                f" keeping epoch {best_epoch}"
+            )
+        self.accelerator.wait_for_everyone()
+        return TrainResult(
+            self.out_dir, best_epoch, losses, progress.global_step, tokens_per_second
+        )
+
+
 def fine_tune(
     base_model: Any,
     tokenizer: Any,
@@ -224,379 +693,19 @@ def fine_tune(
     report: Callable[[str], None] = print,
     on_step: Callable[[int], None] | None = None,
 ) -> TrainResult:
-    """Train LoRA adapters on ``base_model`` and return where the best epoch's adapter is.
-
-    ``on_step(global_step)`` is called after every optimizer step (and after any checkpoint at
-    that step); an exception raised there interrupts training as a crash would.
-    """
-    from peft import set_peft_model_state_dict
-    from peft.utils import get_peft_model_state_dict
-
-    if not train:
-        raise ValueError("fine-tuning needs at least one training example")
-    out_dir = Path(out_dir)
-    main = accelerator.is_main_process
-    rank, world = accelerator.process_index, accelerator.num_processes
-    ckpt_dir = out_dir / "checkpoint"
-    summary_path = out_dir / "training.json"
-    print_ = report if main else (lambda message: None)
-    stamp = fingerprint(options, loss_fn, train, val)
-
-    # -- where to start --------------------------------------------------------------------
-    state: dict[str, Any] | None = None
-    if resume and summary_path.is_file():
-        summary = ckpt.read_json(summary_path)
-        if summary.get("fingerprint") == stamp and all(
-            (out_dir / f).is_file() for f in ADAPTER_FILES
-        ):
-            print_(f"fine-tuning already finished in {out_dir}; using its adapter")
-            return TrainResult(
-                out_dir,
-                summary["best_epoch"],
-                summary["val_losses"],
-                summary["steps"],
-                summary["tokens_per_second"],
-            )
-    if resume:  # a kill during a save may have left the newest copy under another name
-        if main:
-            ckpt.recover(ckpt_dir)
-        accelerator.wait_for_everyone()
-    if resume and (ckpt_dir / "trainer.json").is_file():
-        state = ckpt.load_checkpoint(ckpt_dir)
-        if state["trainer"]["fingerprint"] != stamp:
-            raise ResumeMismatch(
-                f"{ckpt_dir} was written for other options or data; run without resume or"
-                " use another run directory"
-            )
-    accelerator.wait_for_everyone()
-    if main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        if state is None:
-            for stale in ("checkpoint", "checkpoint.tmp", "checkpoint.old", "epochs"):
-                shutil.rmtree(out_dir / stale, ignore_errors=True)
-            for stale in (*ADAPTER_FILES, "training.json"):
-                (out_dir / stale).unlink(missing_ok=True)
-    accelerator.wait_for_everyone()
-
-    # -- data --------------------------------------------------------------------------------
-    loss_fn.prepare(tokenizer)
-    encode = [encode_example(tokenizer, e, options.loss_on, options.max_length) for e in train]
-    val_encoded = [encode_example(tokenizer, e, options.loss_on, options.max_length) for e in val]
-    cut = sum(e.truncated for e in encode) + sum(e.truncated for e in val_encoded)
-    if cut:
-        print_(f"{cut} training/validation texts were longer than max_length; prompts cut")
-    pad_id = tokenizer.pad_token_id
-    packed = options.packing and bool(getattr(loss_fn, "supports_packing", False))
-    if options.packing and not packed:
-        print_(
-            f"loss {type(loss_fn).__name__} does not support packed batches;"
-            " training on separate examples"
-        )
-    units: list[dict[str, Any]] = []
-    val_units: list[dict[str, Any]] = []
-    unit_batch, eval_unit_batch = options.batch_size, options.eval_batch_size
-    if packed:
-        units = pack_by_respondent(encode, train, options.pack_max_tokens)
-        val_units = pack_by_respondent(val_encoded, val, options.pack_max_tokens)
-        # about batch_size examples per forward pass, as without packing
-        per_unit = len(train) / len(units)
-        unit_batch = max(1, round(options.batch_size / per_unit))
-        eval_unit_batch = max(1, round(options.eval_batch_size / per_unit))
-        saved = 1 - sum(len(u["input_ids"]) for u in units) / sum(len(e.input_ids) for e in encode)
-        print_(
-            f"packed {len(train)} examples into {len(units)} respondent sequences"
-            f" ({saved:.0%} fewer tokens)"
-        )
-    n_units = len(units) if packed else len(train)
-    global_batch = unit_batch * world
-    batches_per_epoch = math.ceil(n_units / global_batch)
-    steps_per_epoch = math.ceil(batches_per_epoch / options.gradient_accumulation_steps)
-    total_steps = steps_per_epoch * options.epochs
-    if options.max_steps is not None:
-        total_steps = min(total_steps, options.max_steps)
-
-    # -- model, optimizer --------------------------------------------------------------------
-    torch.manual_seed(options.seed)
-    model = add_lora(base_model, options)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(
-        params, lr=options.learning_rate, weight_decay=options.weight_decay
+    """Train LoRA adapters on ``base_model`` and return where the best epoch's adapter is
+    (a :class:`Trainer` run; see there for ``on_step``)."""
+    trainer = Trainer(
+        base_model,
+        tokenizer,
+        train,
+        val,
+        loss_fn,
+        options,
+        out_dir,
+        resume,
+        accelerator,
+        report=report,
+        on_step=on_step,
     )
-    scheduler = make_scheduler(optimizer, options, total_steps)
-    trainer: dict[str, Any] = {
-        "fingerprint": stamp,
-        "epoch": 0,  # epochs completed
-        "batches_done": 0,  # micro-batches done in the current epoch
-        "global_step": 0,
-        "val_losses": [],
-        "log_rows": 0,
-        "seconds": 0.0,
-        "tokens": 0,
-    }
-    if state is not None:
-        set_peft_model_state_dict(model, state["adapter"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        trainer = state["trainer"]
-        print_(
-            f"resuming from step {trainer['global_step']}"
-            f" (epoch {trainer['epoch'] + 1}, batch {trainer['batches_done']})"
-        )
-    mask_dtype = model.get_input_embeddings().weight.dtype
-    if not mask_dtype.is_floating_point:
-        mask_dtype = torch.float32
-    model, optimizer = accelerator.prepare(model, optimizer)
-    log = (
-        TrainLog(out_dir / "train_log.csv", trainer["log_rows"] if state else None)
-        if main
-        else None
-    )
-    # the RNG state is restored last, after everything that draws random numbers at start-up
-    torch.manual_seed(options.seed + 7919 * (rank + 1))
-    if state is not None:
-        saved_rng = ckpt.load_rng(ckpt_dir, rank)
-        if saved_rng is not None:
-            ckpt.set_rng_state(saved_rng)
-    accelerator.wait_for_everyone()
-
-    def save_state() -> None:
-        accelerator.wait_for_everyone()
-        if main:
-            ckpt.begin_checkpoint(ckpt_dir)
-        accelerator.wait_for_everyone()
-        ckpt.save_rng(ckpt.staging(ckpt_dir), rank)
-        accelerator.wait_for_everyone()
-        if main:
-            trainer["log_rows"] = log.rows
-            ckpt.finish_checkpoint(
-                ckpt_dir,
-                get_peft_model_state_dict(accelerator.unwrap_model(model)),
-                optimizer.state_dict(),
-                scheduler.state_dict(),
-                trainer,
-            )
-        accelerator.wait_for_everyone()
-
-    # -- frozen lower layers: their output computed once (surveysim_hf.frozen) ---------------
-    frozen = None
-    states: dict[bool, list[torch.Tensor]] = {}
-    if packed and options.lora_layers is not None and options.cache_frozen_layers:
-        frozen, why = frozen_split(model)
-        print_(f"frozen-layer cache: {why}")
-    if frozen is not None:
-        tick = time.perf_counter()
-        for training, packs in ((True, units), (False, val_units)):
-            cached = []
-            for start in range(0, len(packs), eval_unit_batch):
-                chosen = packs[start : start + eval_unit_batch]
-                batch = collate_packed(chosen, pad_id, mask_dtype)
-                hidden = frozen.lower_states(
-                    {key: value.to(accelerator.device) for key, value in batch.items()}
-                )
-                cached += [hidden[i, : len(p["input_ids"])].clone() for i, p in enumerate(chosen)]
-            states[training] = cached
-        print_(
-            f"cached the output of {frozen.k} frozen layers for {len(units) + len(val_units)}"
-            f" sequences in {time.perf_counter() - tick:.1f}s"
-        )
-
-    def batch_of(indices: list[int], encoded: list[EncodedExample], examples) -> LossBatch:
-        return collate([encoded[i] for i in indices], [examples[i] for i in indices], pad_id).to(
-            accelerator.device
-        )
-
-    def packed_of(indices: list[int], training: bool) -> dict[str, Any]:
-        packs, encoded, examples = (
-            (units, encode, train) if training else (val_units, val_encoded, val)
-        )
-        chosen = [packs[i] for i in indices]
-        batch = collate_packed(chosen, pad_id, mask_dtype)
-        batch = {key: value.to(accelerator.device) for key, value in batch.items()}
-        batch["tokens"] = sum(len(p["input_ids"]) for p in chosen)
-        if frozen is not None:
-            cached = [states[training][i] for i in indices]
-            embeds = cached[0].new_zeros(
-                (len(cached), batch["input_ids"].shape[1], cached[0].shape[-1])
-            )
-            for row, hidden in enumerate(cached):
-                embeds[row, : len(hidden)] = hidden
-            batch["inputs_embeds"] = embeds
-        # what each branch's answer means, in the order of answer_predictor >= 0
-        members = [m for p in chosen for m in p["members"]]
-        batch["answers"] = collate(
-            [encoded[m] for m in members], [examples[m] for m in members], pad_id
-        ).to(accelerator.device)
-        return batch
-
-    def forward_loss(indices: list[int], training: bool) -> tuple[torch.Tensor, int, float]:
-        """Loss of a micro-batch, tokens run through the model, label weight (for averaging)."""
-        if packed:
-            pbatch = packed_of(indices, training)
-            with frozen.upper() if frozen is not None else nullcontext():
-                value = loss_fn.packed(model, pbatch)
-            return (
-                value,
-                pbatch["tokens"],
-                float(pbatch["loss_weight"].sum()),
-            )
-        batch = (
-            batch_of(indices, encode, train) if training else batch_of(indices, val_encoded, val)
-        )
-        return (
-            compute_loss(model, loss_fn, batch),
-            int(batch.attention_mask.sum()),
-            float(batch.label_tokens()),
-        )
-
-    val_tokens = (
-        sum(len(u["input_ids"]) for u in val_units)
-        if packed
-        else sum(len(e.input_ids) for e in val_encoded)
-    )
-
-    def validate() -> float | None:
-        if not val:
-            return None
-        model.eval()
-        n_val = len(val_units) if packed else len(val)
-        per = math.ceil(n_val / world)
-        mine = list(range(rank * per, min(n_val, (rank + 1) * per)))
-        total = torch.zeros(2, dtype=torch.float64, device=accelerator.device)
-        with torch.no_grad():
-            for start in range(0, len(mine), eval_unit_batch):
-                value, _, n = forward_loss(mine[start : start + eval_unit_batch], False)
-                total[0] += float(value) * n
-                total[1] += n
-        model.train()
-        total = accelerator.reduce(total, reduction="sum")
-        return float(total[0] / total[1]) if total[1] > 0 else None
-
-    def finish_epoch(epoch: int) -> None:
-        val_loss = validate()
-        trainer["val_losses"].append(val_loss)
-        if main:
-            if val_loss is not None:
-                log.write(
-                    epoch + 1,
-                    trainer["global_step"],
-                    "val",
-                    val_loss,
-                    val_tokens,
-                    trainer["seconds"],
-                )
-            folder = out_dir / "epochs" / f"epoch-{epoch + 1}"
-            # written beside, then moved into place: a kill leaves no half-written epoch
-            staging = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
-            shutil.rmtree(staging, ignore_errors=True)
-            accelerator.unwrap_model(model).save_pretrained(staging, safe_serialization=True)
-            shutil.rmtree(folder, ignore_errors=True)
-            replace_directory(staging, folder)
-        shown = "n/a" if val_loss is None else f"{val_loss:.4f}"
-        print_(f"epoch {epoch + 1}: validation loss {shown}")
-
-    # -- loop ----------------------------------------------------------------------------------
-    model.train()
-    bar = tqdm(
-        total=total_steps,
-        initial=trainer["global_step"],
-        desc="fine-tuning",
-        unit="step",
-        file=sys.stderr,
-        disable=not (main and options.progress_bars),
-    )
-    accum = options.gradient_accumulation_steps
-    stopped = trainer["global_step"] >= total_steps
-    session_start = time.perf_counter() - trainer["seconds"]
-    while trainer["epoch"] < options.epochs and not stopped:
-        epoch = trainer["epoch"]
-        order = epoch_order(n_units, options.seed, epoch)
-        chunks = [order[i : i + global_batch] for i in range(0, len(order), global_batch)]
-        step_losses: list[float] = []
-        step_tokens = 0
-        for b in range(trainer["batches_done"], len(chunks)):
-            indices, weight = rank_slice(chunks[b], rank, world)
-            group_start = b - b % accum
-            group_size = min(accum, len(chunks) - group_start)
-            sync = (b + 1 - group_start) == group_size
-            context = accelerator.no_sync(model) if not sync else nullcontext()
-            with context:
-                value, batch_tokens, _ = forward_loss(indices, True)
-                loss = value * weight
-                accelerator.backward(loss / group_size)
-            step_losses.append(float(loss.detach()))
-            step_tokens += batch_tokens if weight else 0
-            trainer["batches_done"] = b + 1
-            if not sync:
-                continue
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            trainer["global_step"] += 1
-            stats = torch.tensor(
-                [sum(step_losses) / len(step_losses), float(step_tokens)],
-                dtype=torch.float64,
-                device=accelerator.device,
-            )
-            stats = accelerator.gather(stats.unsqueeze(0))
-            step_loss, tokens = float(stats[:, 0].mean()), int(stats[:, 1].sum())
-            step_losses, step_tokens = [], 0
-            trainer["tokens"] += tokens
-            trainer["seconds"] = time.perf_counter() - session_start
-            if main:
-                log.write(
-                    epoch + 1,
-                    trainer["global_step"],
-                    "train",
-                    step_loss,
-                    tokens,
-                    trainer["seconds"],
-                )
-            bar.update(1)
-            bar.set_postfix(loss=f"{step_loss:.4f}", epoch=epoch + 1)
-            stopped = trainer["global_step"] >= total_steps
-            epoch_done = trainer["batches_done"] == len(chunks) or stopped
-            if epoch_done:
-                finish_epoch(epoch)
-                trainer["epoch"] = epoch + 1
-                trainer["batches_done"] = 0
-                trainer["seconds"] = time.perf_counter() - session_start
-                save_state()
-            elif (
-                options.checkpoint_every and trainer["global_step"] % options.checkpoint_every == 0
-            ):
-                save_state()
-            if on_step is not None:
-                on_step(trainer["global_step"])
-            if stopped:
-                break
-    bar.close()
-
-    # -- keep the best epoch ------------------------------------------------------------------
-    losses = trainer["val_losses"]
-    scored = [(loss, i) for i, loss in enumerate(losses) if loss is not None]
-    best_index = min(scored)[1] if scored else len(losses) - 1
-    best_epoch = best_index + 1
-    seconds = trainer["seconds"]
-    tokens_per_second = trainer["tokens"] / seconds if seconds > 0 else 0.0
-    if main:
-        source = out_dir / "epochs" / f"epoch-{best_epoch}"
-        for name in ADAPTER_FILES:
-            atomic_write(out_dir / name, lambda tmp, name=name: shutil.copyfile(source / name, tmp))
-        ckpt.write_json(
-            summary_path,
-            {
-                "fingerprint": stamp,
-                "best_epoch": best_epoch,
-                "val_losses": losses,
-                "steps": trainer["global_step"],
-                "tokens": trainer["tokens"],
-                "seconds": seconds,
-                "tokens_per_second": tokens_per_second,
-            },
-        )
-        print_(
-            f"fine-tuned {trainer['global_step']} steps, {tokens_per_second:.0f} tokens/s;"
-            f" keeping epoch {best_epoch}"
-        )
-    accelerator.wait_for_everyone()
-    return TrainResult(out_dir, best_epoch, losses, trainer["global_step"], tokens_per_second)
+    return trainer.run()

@@ -25,8 +25,8 @@ label tokens of the training text, read from the same forward pass (the true ans
 the trie plus its end-of-turn token), so ``alpha = beta = 0`` is ``cross_entropy`` up to float
 rounding; ``cross_entropy: exact`` uses ``-log P(â)`` (the full string including termination).
 
-The backend must let the loss run the model: ``surveysim_hf.losses.compute_loss`` calls
-:meth:`MultiTokenNumericPenaltyLoss.training_forward` for losses that define it.
+The loss runs the model itself: the trainer calls it as every loss, ``loss(model, batch)``, with
+a padded batch (it does not score packed batches, so ``packing: true`` falls back to them).
 """
 
 from __future__ import annotations
@@ -36,8 +36,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from surveysim_hf.exact import _mask_dtype, _output_size, model_logits_at
-from surveysim_hf.losses import Loss, LossBatch
+from surveysim_hf.batches import Batch, PackedBatch, PaddedBatch
+from surveysim_hf.exact import model_logits_at
+from surveysim_hf.forward import mask_dtype, output_size
+from surveysim_hf.losses import Loss
 from surveysim_hf.texts import IGNORE_INDEX
 from surveysim_hf.tree import (
     TreeSequence,
@@ -78,8 +80,9 @@ class MultiTokenNumericPenaltyLoss(Loss):
     """Numeric penalty over exact full-string answer probabilities (see the module docstring)."""
 
     Options = MultiTokenNumericPenaltyOptions
-    #: the loss runs the model itself over prompt + answer trie (``training_forward``)
+    #: the loss runs the model itself over prompt + answer trie
     needs_answer_trie = True
+    supports_packing = False
 
     def __init__(self, options: MultiTokenNumericPenaltyOptions | None = None):
         super().__init__(options or MultiTokenNumericPenaltyOptions())
@@ -115,10 +118,10 @@ class MultiTokenNumericPenaltyLoss(Loss):
         return self._sets[key]
 
     # -- the forward pass over prompt + answer trie --------------------------------------------
-    def trie_scores(self, model: Any, batch: LossBatch) -> TrieScores:
+    def trie_scores(self, model: Any, batch: PaddedBatch) -> TrieScores:
         """Run ``model`` once over every example's ``prompt + answer trie + tail`` and return the
         exact log-probability of every answer string and the token cross-entropy terms."""
-        vocab = _output_size(model)
+        vocab = output_size(model)
         seqs, sets, true_index, score_cols, targets = [], [], [], [], []
         lengths = batch.attention_mask.sum(dim=1).tolist()
         for b, n in enumerate(lengths):
@@ -159,7 +162,7 @@ class MultiTokenNumericPenaltyLoss(Loss):
             true_index.append(index)
 
         device = batch.input_ids.device
-        inputs = collate_tree_sequences(seqs, pad_token_id=0, dtype=_mask_dtype(model))
+        inputs = collate_tree_sequences(seqs, pad_token_id=0, dtype=mask_dtype(model))
         inputs = {key: value.to(device) for key, value in inputs.items()}
         rows = [b for b, cols in enumerate(score_cols) for _ in cols]
         cols = [c for c_list in score_cols for c in c_list]
@@ -190,7 +193,7 @@ class MultiTokenNumericPenaltyLoss(Loss):
         return TrieScores(log_probs, true_index, sets, nll, len(targets))
 
     # -- the loss ------------------------------------------------------------------------------
-    def loss_from_scores(self, scores: TrieScores, batch: LossBatch) -> torch.Tensor:
+    def loss_from_scores(self, scores: TrieScores, batch: PaddedBatch) -> torch.Tensor:
         opts = self.options
         device = scores.token_nll_sum.device
         if opts.cross_entropy == "tokens":
@@ -215,15 +218,11 @@ class MultiTokenNumericPenaltyLoss(Loss):
             loss = loss + opts.beta * torch.stack(dists).mean()
         return loss
 
-    def training_forward(self, model: Any, batch: LossBatch) -> torch.Tensor:
-        """The loss of one batch, running ``model`` over prompt + answer trie itself."""
+    def __call__(self, model: Any, batch: Batch) -> torch.Tensor:
+        """The loss of one padded batch, running ``model`` over prompt + answer trie itself."""
+        if isinstance(batch, PackedBatch):
+            raise TypeError(
+                "numeric_penalty_multitoken scores padded batches only (supports_packing is"
+                " false); the trainer gives it padded batches"
+            )
         return self.loss_from_scores(self.trie_scores(model, batch), batch)
-
-    def __call__(
-        self, logits: torch.Tensor, labels: torch.Tensor, batch: LossBatch
-    ) -> torch.Tensor:
-        raise RuntimeError(
-            "numeric_penalty_multitoken runs the model over prompt + answer trie itself; the"
-            " backend must call loss.training_forward(model, batch) (surveysim_hf.losses."
-            "compute_loss does) instead of passing it ordinary logits"
-        )

@@ -20,7 +20,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from surveysim_hf.losses import Loss, LossBatch, token_cross_entropy
+from surveysim_hf.batches import Batch, PackedBatch, PaddedBatch
+from surveysim_hf.losses import Loss, token_cross_entropy
 from surveysim_hf.packing import packed_cross_entropy, packed_logits
 
 from surveysim_losses.kernel import triangular_weights
@@ -46,6 +47,7 @@ class NumericPenaltyLoss(Loss):
     """The paper's numeric penalty plus cross-entropy (see the module docstring)."""
 
     Options = NumericPenaltyOptions
+    supports_packing = True
 
     def __init__(self, options: NumericPenaltyOptions | None = None):
         super().__init__(options or NumericPenaltyOptions())
@@ -63,7 +65,7 @@ class NumericPenaltyLoss(Loss):
             ids.append(int(tokens[0]))
         self.digit_ids = ids
 
-    def support(self, batch: LossBatch) -> torch.Tensor:
+    def support(self, batch: PaddedBatch) -> torch.Tensor:
         """``(batch, 10)`` bool: which digits are valid answers of each example's question."""
         valid = torch.zeros((len(batch.answer_codes), len(DIGITS)), dtype=torch.bool)
         for row, (code, length) in enumerate(
@@ -87,12 +89,12 @@ class NumericPenaltyLoss(Loss):
             valid[row, [int(c) for c in codes]] = True
         return valid
 
-    def penalty(self, logits: torch.Tensor, batch: LossBatch) -> torch.Tensor:
+    def penalty(self, logits: torch.Tensor, batch: PaddedBatch) -> torch.Tensor:
         """``L_pen`` alone (mean over the batch's examples)."""
         rows = torch.arange(logits.size(0), device=logits.device)
         return self.penalty_at(logits[rows, batch.answer_start.to(logits.device) - 1], batch)
 
-    def penalty_at(self, first: torch.Tensor, batch: LossBatch) -> torch.Tensor:
+    def penalty_at(self, first: torch.Tensor, batch: PaddedBatch) -> torch.Tensor:
         """``L_pen`` from ``first`` ``(batch, V)``: each example's logits that predict its
         first answer token."""
         if self.digit_ids is None:
@@ -109,16 +111,16 @@ class NumericPenaltyLoss(Loss):
         alpha = self.options.alpha
         return ce if alpha == 0 else (1 - alpha) * ce + alpha * pen
 
-    def __call__(
-        self, logits: torch.Tensor, labels: torch.Tensor, batch: LossBatch
-    ) -> torch.Tensor:
-        # the penalty is computed even at alpha 0: it checks the answers
-        return self.combine(token_cross_entropy(logits, labels), self.penalty(logits, batch))
+    def __call__(self, model: Any, batch: Batch) -> torch.Tensor:
+        if isinstance(batch, PackedBatch):
+            # one forward pass gives the label logits and each branch's first-answer logits
+            labels, first = packed_logits(model, batch, batch.answer_predictor)
+            return self.combine(
+                packed_cross_entropy(labels, batch), self.penalty_at(first, batch.answers)
+            )
+        return self.from_logits(batch.logits(model), batch)
 
-    def packed(self, model: Any, batch: dict[str, Any]) -> torch.Tensor:
-        """The same loss on a prefix-packed batch: one forward pass gives the label logits
-        and each branch's first-answer logits (``answer_predictor``)."""
-        labels, first = packed_logits(model, batch, batch["answer_predictor"])
-        return self.combine(
-            packed_cross_entropy(labels, batch), self.penalty_at(first, batch["answers"])
-        )
+    def from_logits(self, logits: torch.Tensor, batch: PaddedBatch) -> torch.Tensor:
+        """The loss of a padded batch from its ordinary logits ``(batch, seq, vocab)``."""
+        # the penalty is computed even at alpha 0: it checks the answers
+        return self.combine(token_cross_entropy(logits, batch.labels), self.penalty(logits, batch))
