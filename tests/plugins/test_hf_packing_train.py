@@ -8,7 +8,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from surveysim_hf.backend import HFBackend
-from surveysim_hf.losses import CrossEntropyLoss
+from surveysim_hf.batches import PaddedBatch
+from surveysim_hf.losses import CrossEntropyLoss, Loss, token_cross_entropy
 from surveysim_hf.options import HFOptions
 from surveysim_hf.testing import write_tiny_model
 from surveysim_hf.train import read_train_log
@@ -91,8 +92,33 @@ def test_packed_training_equals_separate_examples(tiny_model, tmp_path, loss_on,
     assert moved > 1e-3  # the step did change the adapter
 
 
+class PaddedOnlyLoss(Loss):
+    """Token cross-entropy on padded batches only (``supports_packing`` is false)."""
+
+    calls = 0
+
+    def __call__(self, model, batch):
+        assert isinstance(batch, PaddedBatch)
+        PaddedOnlyLoss.calls += 1
+        return token_cross_entropy(batch.logits(model), batch.labels)
+
+
+def test_loss_without_packed_support_falls_back(tiny_model, tmp_path, capsys):
+    assert CrossEntropyLoss().supports_packing and not PaddedOnlyLoss().supports_packing
+    out = train(tiny_model, tmp_path, True, "answer", PaddedOnlyLoss())
+    assert "PaddedOnlyLoss does not support packed batches" in capsys.readouterr().out
+    assert PaddedOnlyLoss.calls >= 2  # one training and one validation batch at least
+    separate = train(tiny_model, tmp_path / "separate", False, "answer")
+    rows = read_train_log(out / "train_log.csv")
+    separate_rows = read_train_log(separate / "train_log.csv")
+    assert [r["tokens"] for r in rows] == [r["tokens"] for r in separate_rows]
+    # the same loss as cross_entropy on the same padded batches
+    assert [r["loss"] for r in rows] == [r["loss"] for r in separate_rows]
+
+
 class CallOnlyLoss(CrossEntropyLoss):
-    """Changes ``__call__`` only: must not be trained through the packed path."""
+    """The 0.1 convention (deprecated): changes ``__call__(logits, labels, batch)`` only, so it
+    must not be trained through its parent's packed path."""
 
     calls = 0
 
@@ -101,10 +127,13 @@ class CallOnlyLoss(CrossEntropyLoss):
         return super().__call__(logits, labels, batch)
 
 
-def test_loss_without_packed_support_falls_back(tiny_model, tmp_path):
-    assert CrossEntropyLoss().supports_packing and not CallOnlyLoss().supports_packing
-    out = train(tiny_model, tmp_path, True, "answer", CallOnlyLoss())
+def test_a_0_1_loss_without_packed_support_trains_with_a_warning(tiny_model, tmp_path):
+    assert not CallOnlyLoss().supports_packing
+    with pytest.warns(DeprecationWarning, match="0.1 conventions"):
+        out = train(tiny_model, tmp_path, True, "answer", CallOnlyLoss())
     assert CallOnlyLoss.calls >= 2  # one training and one validation batch at least
     separate = train(tiny_model, tmp_path / "separate", False, "answer")
-    tokens = [r["tokens"] for r in read_train_log(out / "train_log.csv")]
-    assert tokens == [r["tokens"] for r in read_train_log(separate / "train_log.csv")]
+    rows = read_train_log(out / "train_log.csv")
+    separate_rows = read_train_log(separate / "train_log.csv")
+    assert [r["tokens"] for r in rows] == [r["tokens"] for r in separate_rows]
+    assert [r["loss"] for r in rows] == [r["loss"] for r in separate_rows]

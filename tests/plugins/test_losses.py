@@ -4,10 +4,12 @@ and the direction of a gradient step on a tiny model."""
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
-from surveysim_hf.losses import CrossEntropyLoss, LossBatch, collate
+from surveysim_hf.batches import PaddedBatch, collate
+from surveysim_hf.losses import CrossEntropyLoss
 from surveysim_hf.testing import tiny_tokenizer, write_tiny_model
 from surveysim_hf.texts import encode_example
 from surveysim_losses.numeric import NumericPenaltyLoss, SingleDigitError
@@ -29,13 +31,24 @@ class DigitTokenizer:
         return {"input_ids": [int(c) for c in text]}
 
 
+class FixedLogits:
+    """A stand-in model whose ordinary forward pass returns the given logits."""
+
+    def __init__(self, logits: torch.Tensor):
+        self.logits = logits
+
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> SimpleNamespace:
+        assert input_ids.shape == attention_mask.shape == self.logits.shape[:2]
+        return SimpleNamespace(logits=self.logits)
+
+
 def loss(**options) -> NumericPenaltyLoss:
     fn = NumericPenaltyLoss(NumericPenaltyOptions(**options))
     fn.prepare(DigitTokenizer())
     return fn
 
 
-def hand_batch() -> tuple[torch.Tensor, LossBatch]:
+def hand_batch() -> tuple[torch.Tensor, PaddedBatch]:
     """Two examples, padded to 4 tokens.
 
     1. ``[OTHER, 7, EOS]``, answer 7 at index 1. Logits at position 0 are 0 except token 7 (ln 3)
@@ -50,7 +63,7 @@ def hand_batch() -> tuple[torch.Tensor, LossBatch]:
     logits[0, 3] = torch.randn(12)  # padding: must not matter
     ids = torch.tensor([[OTHER, 7, EOS, OTHER], [OTHER, OTHER, 0, EOS]])
     labels = torch.tensor([[-100, 7, EOS, -100], [-100, -100, 0, EOS]])
-    batch = LossBatch(
+    batch = PaddedBatch(
         input_ids=ids,
         attention_mask=torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]]),
         labels=labels,
@@ -76,9 +89,9 @@ def test_hand_computed_value_d3_alpha_half():
     pen = (pen1 + pen2) / 2
     fn = loss(alpha=0.5, d=3)
     assert float(fn.penalty(logits, batch)) == pytest.approx(pen, rel=1e-6)
-    assert float(fn(logits, batch.labels, batch)) == pytest.approx(0.5 * ce + 0.5 * pen, rel=1e-6)
+    assert float(fn(FixedLogits(logits), batch)) == pytest.approx(0.5 * ce + 0.5 * pen, rel=1e-6)
     # alpha weights the two terms
-    assert float(loss(alpha=0.2, d=3)(logits, batch.labels, batch)) == pytest.approx(
+    assert float(loss(alpha=0.2, d=3)(FixedLogits(logits), batch)) == pytest.approx(
         0.8 * ce + 0.2 * pen, rel=1e-6
     )
 
@@ -86,8 +99,8 @@ def test_hand_computed_value_d3_alpha_half():
 def test_alpha_zero_is_exactly_cross_entropy():
     _, batch = hand_batch()
     logits = torch.randn(2, 4, 12, generator=torch.Generator().manual_seed(1))
-    plain = CrossEntropyLoss()(logits, batch.labels, batch)
-    assert torch.equal(loss(alpha=0.0, d=5)(logits, batch.labels, batch), plain)
+    plain = CrossEntropyLoss()(FixedLogits(logits), batch)
+    assert torch.equal(loss(alpha=0.0, d=5)(FixedLogits(logits), batch), plain)
 
 
 def test_small_d_is_minus_log_p_of_the_true_answer():
@@ -118,7 +131,7 @@ def test_multi_digit_answers_are_an_error_that_names_the_fixes():
     batch.answer_types = [ZERO_TO_HUNDRED, ZERO_TO_HUNDRED]
     batch.questions = ["initial_preference"] * 2
     with pytest.raises(SingleDigitError) as err:
-        loss()(logits, batch.labels, batch)
+        loss()(FixedLogits(logits), batch)
     message = str(err.value)
     assert "initial_preference" in message and "100" in message
     assert "survey: evshift-0to9" in message and "numeric_penalty_multitoken" in message
@@ -126,7 +139,7 @@ def test_multi_digit_answers_are_an_error_that_names_the_fixes():
     _, batch = hand_batch()
     batch.answer_types, batch.answer_codes = [None, None], torch.tensor([7.0, 55.0])
     with pytest.raises(SingleDigitError, match="55"):
-        loss(alpha=0.0)(logits, batch.labels, batch)
+        loss(alpha=0.0)(FixedLogits(logits), batch)
 
 
 def test_registered_lazily_with_validated_options():
@@ -173,8 +186,7 @@ def test_a_gradient_step_moves_probability_toward_nearby_answers(tmp_path):
             param.requires_grad_(name.startswith("lm_head"))
         fn.prepare(tokenizer)
         before = digit_log_probs(model, batch, digit_ids).detach()
-        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-        fn(logits, batch.labels, batch).backward()
+        fn(model, batch).backward()
         with torch.no_grad():
             model.lm_head.weight -= 0.05 * model.lm_head.weight.grad
         return digit_log_probs(model, batch, digit_ids).detach() - before

@@ -9,7 +9,8 @@ import math
 import pytest
 import torch
 from surveysim_hf.backend import HFBackend
-from surveysim_hf.losses import CrossEntropyLoss, collate, compute_loss
+from surveysim_hf.batches import PackedBatch, collate
+from surveysim_hf.losses import CrossEntropyLoss
 from surveysim_hf.options import HFOptions
 from surveysim_hf.testing import write_tiny_model
 from surveysim_hf.texts import encode_example
@@ -88,8 +89,8 @@ def test_alpha_and_beta_zero_is_token_cross_entropy(tiny):
     fn = loss(alpha=0.0, beta=0.0)
     fn.prepare(tokenizer)
     with torch.no_grad():
-        plain = compute_loss(model, CrossEntropyLoss(), batch)
-        multi = compute_loss(model, fn, batch)  # through training_forward
+        plain = CrossEntropyLoss()(model, batch)
+        multi = fn(model, batch)  # its own forward pass over prompt + answer trie
     assert float(multi) == pytest.approx(float(plain), rel=1e-5)
 
 
@@ -135,7 +136,7 @@ def test_a_gradient_step_raises_nearby_answers_more_than_far_ones(tiny):
     fn.prepare(tokenizer)
     with torch.no_grad():
         before = torch.stack(fn.trie_scores(model, batch).log_probs).mean(0)
-    fn.training_forward(model, batch).backward()
+    fn(model, batch).backward()
     with torch.no_grad():
         model.lm_head.weight -= 0.05 * model.lm_head.weight.grad
         change = torch.stack(fn.trie_scores(model, batch).log_probs).mean(0) - before
@@ -162,6 +163,15 @@ def test_multi_digit_answers_train_through_the_backend(tiny, tmp_path):
     assert all(math.isfinite(r["loss"]) and r["loss"] > 0 for r in rows)
 
 
-def test_plain_logits_call_says_the_backend_must_use_training_forward():
-    with pytest.raises(RuntimeError, match="training_forward"):
+def test_plain_logits_call_says_to_call_the_loss_with_the_model():
+    # the 0.1 convention, deprecated: this loss cannot score given logits
+    with pytest.warns(DeprecationWarning), pytest.raises(TypeError, match=r"loss\(model, batch\)"):
         loss()(torch.zeros(1, 2, 3), torch.zeros(1, 2, dtype=torch.long), None)
+
+
+def test_a_packed_batch_is_refused(tiny):
+    _, model, _ = tiny
+    assert not loss().supports_packing
+    packed = PackedBatch(*(torch.zeros(1, 2, dtype=torch.long) for _ in range(6)))
+    with pytest.raises(TypeError, match="padded batches only"):
+        loss()(model, packed)

@@ -1,4 +1,5 @@
-"""LoRA / QLoRA fine-tuning loop: Accelerate, best epoch by validation loss, resumable.
+"""LoRA / QLoRA fine-tuning (:class:`Trainer`): Accelerate, best epoch by validation loss,
+resumable.
 
 Layout of the output folder (``out_dir``)::
 
