@@ -92,3 +92,42 @@ def test_a_real_full_disk_during_a_checkpoint_is_an_output_error(tiny_disk):
         save(folder, 2, size=200_000)  # 800 KB of weights on a 256 KiB disk
     # the half-written staging copy is what recover() discards; the previous one is whole
     check_previous_kept(folder)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    from surveysim_hf.testing import write_tiny_model
+
+    return write_tiny_model(tmp_path_factory.mktemp("tiny"))
+
+
+def test_a_full_disk_while_saving_an_epoch_adapter_is_an_output_error(
+    tiny_model, tmp_path, monkeypatch
+):
+    """peft writes the epoch adapter with safetensors: a full disk there is named, and no
+    half-written epoch folder is left to be mistaken for a finished one."""
+    import peft.peft_model
+    from surveysim_hf.backend import HFBackend
+    from surveysim_hf.losses import CrossEntropyLoss
+    from surveysim_hf.options import HFOptions
+
+    from surveysim_core.protocols import Example, Prompt
+
+    def full(*args, **kwargs):
+        raise SafetensorError(
+            "Error while serializing: I/O error: No space left on device (os error 28)"
+        )
+
+    monkeypatch.setattr(peft.peft_model, "safe_save_file", full)
+    train = [
+        Example(Prompt(f"act as {{age: {i}}}", "Score:"), "7", "q1", 7.0, None, f"s{i}")
+        for i in range(8)
+    ]
+    options = HFOptions(
+        model=str(tiny_model), epochs=1, batch_size=8, progress_bars=False, lora_r=2
+    )
+    backend = HFBackend(options, tmp_path)
+    with pytest.raises(OutputError, match=r"cannot write .*epoch-1.*: No space left on device"):
+        backend.fine_tune(train, train[:2], CrossEntropyLoss(), tmp_path / "adapter", False)
+    epochs = tmp_path / "adapter" / "epochs"
+    assert not epochs.exists() or list(epochs.iterdir()) == []

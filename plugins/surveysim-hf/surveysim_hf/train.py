@@ -33,7 +33,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from surveysim_core.files import atomic_write, replace_directory
+from surveysim_core.errors import OutputError
+from surveysim_core.files import atomic_write, output_errors, replace_directory
 from surveysim_core.protocols import Example
 from surveysim_hf import checkpoint as ckpt
 from surveysim_hf.batches import Batch, PackedBatch, PaddedBatch, collate
@@ -612,9 +613,15 @@ class Trainer:
             # written beside, then moved into place: a kill leaves no half-written epoch
             staging = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
             shutil.rmtree(staging, ignore_errors=True)
-            self.accelerator.unwrap_model(self.model).save_pretrained(
-                staging, safe_serialization=True
-            )
+            try:
+                # a full disk inside peft/safetensors: a named error; the staging copy goes
+                with output_errors(staging):
+                    self.accelerator.unwrap_model(self.model).save_pretrained(
+                        staging, safe_serialization=True
+                    )
+            except OutputError:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
             shutil.rmtree(folder, ignore_errors=True)
             replace_directory(staging, folder)
         shown = "n/a" if val_loss is None else f"{val_loss:.4f}"
