@@ -147,6 +147,10 @@ def main() -> None:
         help="hf backend option, e.g. learning_rate=1e-3 (repeatable)",
     )
     parser.add_argument("--loss", default="cross_entropy")
+    parser.add_argument(
+        "--loss-set", action="append", default=[], metavar="OPTION=VALUE",
+        help="loss option, e.g. beta=1 for numeric_penalty_multitoken (repeatable)",
+    )  # fmt: skip
     parser.add_argument("--tag", default="")
     parser.add_argument("--results", default=str(ROOT / "runs" / "fidelity" / "results.jsonl"))
     parser.add_argument("--table", action="store_true", help="print stored results and exit")
@@ -171,12 +175,19 @@ def main() -> None:
     options = HFOptions.model_validate({**base, "progress_bars": False})
     from surveysim_core.plugins import get_plugins
 
-    loss_cls = get_plugins().losses.get(args.loss, where="--loss")
+    plugins = get_plugins()
+    loss_cls = plugins.losses.get(args.loss, where="--loss")
+    loss_options = None
+    if args.loss_set:
+        from surveysim_core.config import validate_options
+
+        raw = {k: yaml.safe_load(v) for k, _, v in (x.partition("=") for x in args.loss_set)}
+        loss_options = validate_options(loss_cls, raw, "--loss-set", "benchmarks/fidelity.py")
     work = Path(args.results).parent / f"work-{time.strftime('%Y%m%d-%H%M%S')}"
     backend = HFBackend(options, work)
     tick = time.perf_counter()
     adapter = backend.fine_tune(
-        examples(train), examples(select), loss_cls(None), work / "adapter", False
+        examples(train), examples(select), loss_cls(loss_options), work / "adapter", False
     )
     train_s = time.perf_counter() - tick
     training = json.loads((adapter / "training.json").read_text())
@@ -184,7 +195,9 @@ def main() -> None:
     tick = time.perf_counter()
     result = {
         "tag": args.tag, "train": args.train, "persona": args.persona, "memory": args.memory,
-        "loss": args.loss, "options": {k: base[k] for k in sorted(base)},
+        "loss": args.loss, "loss_options": dict(
+            (k, yaml.safe_load(v)) for k, _, v in (x.partition("=") for x in args.loss_set)
+        ), "options": {k: base[k] for k in sorted(base)},
         "train_seconds": round(train_s, 1), "tokens_per_second": training["tokens_per_second"],
         "best_epoch": training["best_epoch"], "val_losses": training["val_losses"],
         "steps": training["steps"], "questions": {},
