@@ -257,8 +257,9 @@ def run_and_score(
             f"{folder}/settings.csv", pd.DataFrame(scored.settings, columns=SETTINGS_COLUMNS)
         )
         write_draws(rd, system.name, scored.draws)
-        if getattr(system, "throughput", None):
-            rd.write_text(f"{folder}/throughput.json", json.dumps(system.throughput, indent=1))
+        throughput = getattr(system, "throughput", None)
+        if throughput:
+            rd.write_text(f"{folder}/throughput.json", json.dumps(throughput, indent=1))
         # last: its presence marks the system as done for a resumed run
         rd.write_frame(f"{folder}/metrics.csv", scored.metrics)
         scored.timings[f"system:{system.name}"] = time.time() - tick
