@@ -315,3 +315,15 @@ def test_survey_options_validated_and_applied(tmp_path, plugins):
         assert "survey_options.wordnig" in str(err.value)
     finally:
         plugins.unregister("satisfaction-plugin")
+
+
+def test_the_fidelity_config_is_the_default_with_more_training_respondents():
+    """surveys/evshift-fidelity.yaml must not drift from the default run it documents itself as."""
+    root = Path(__file__).resolve().parents[1] / "surveys"
+    default = yaml.safe_load((root / "evshift.yaml").read_text())
+    fidelity = yaml.safe_load((root / "evshift-fidelity.yaml").read_text())
+    assert fidelity["split"].pop("max_train_subjects") == 400
+    assert default["split"].pop("max_train_subjects") == 160
+    assert fidelity["output"].pop("dir") != default["output"].pop("dir")
+    assert fidelity == default
+    load_config(root / "evshift-fidelity.yaml")  # and it validates
