@@ -43,6 +43,7 @@ from surveysim_core.scoring import (
     summary_table,
 )
 from surveysim_core.selection import chosen_label, eligible
+from surveysim_core.summary import training_throughput
 
 if TYPE_CHECKING:
     from surveysim_core.run import Run
@@ -871,8 +872,6 @@ def provenance(run: Run) -> list[tuple[str, str]]:
     if started.exists():
         when = time.localtime(started.stat().st_mtime)
         rows.append(("run started", time.strftime("%Y-%m-%d %H:%M:%S %Z", when)))
-    from surveysim_core.run import training_throughput
-
     for key, value in training_throughput(run.dir).items():
         name, _, what = key.partition(": ")
         rows.append(

@@ -47,14 +47,14 @@ from surveysim_core.scoring import (
     higher_is_better,
 )
 from surveysim_core.split import split_by_subject
-from surveysim_core.summary import write_summary
+from surveysim_core.summary import training_throughput, write_summary
 from surveysim_core.survey import Survey
 from surveysim_core.systems import Stage, build_systems
 from surveysim_core.validation import check_enough_subjects, check_population
 
 __all__ = [
     "Plan", "Run", "build_items", "examples", "execute", "load_data", "parse_with", "plan_run",
-    "render_prompts",
+    "render_prompts", "training_throughput",
 ]  # fmt: skip
 
 
@@ -143,31 +143,6 @@ def _stages(
     run = Run(rd.path, plan, metrics, settings, timings, cached)
     finish(run, rd, plugins, progress)
     return run
-
-
-def training_throughput(run_dir: Path) -> dict[str, float]:
-    """Measured throughput of this run, so that a slower machine's wall time can be explained:
-    each trained system's fine-tuning tokens/s (from its ``training.json``) and each language-
-    model system's forward tokens/s while answering (from ``systems/<name>/throughput.json``)."""
-    out: dict[str, float] = {}
-    for path in sorted(run_dir.glob("**/training.json")):
-        info = _read_json(path)
-        if "tokens_per_second" in info:
-            name = path.parent.relative_to(run_dir).as_posix()
-            out[f"{name}: training tokens/s"] = round(float(info["tokens_per_second"]), 1)
-    for path in sorted(run_dir.glob("systems/*/throughput.json")):
-        info = _read_json(path)
-        if "forward_tokens_per_second" in info:
-            out[f"{path.parent.name}: forward tokens/s"] = float(info["forward_tokens_per_second"])
-    return out
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return info if isinstance(info, dict) else {}
 
 
 def report_reuse(

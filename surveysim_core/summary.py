@@ -57,3 +57,28 @@ def write_summary(run: Any) -> Path:
     """Write ``summary.json`` into the run directory (main process only)."""
     text = json.dumps(run_summary(run), indent=2, allow_nan=False) + "\n"
     return RunDir(Path(run.dir)).write_text(SUMMARY_FILE, text)
+
+
+def training_throughput(run_dir: Path) -> dict[str, float]:
+    """Measured throughput of this run, so that a slower machine's wall time can be explained:
+    each trained system's fine-tuning tokens/s (from its ``training.json``) and each language-
+    model system's forward tokens/s while answering (from ``systems/<name>/throughput.json``)."""
+    out: dict[str, float] = {}
+    for path in sorted(run_dir.glob("**/training.json")):
+        info = _read_json(path)
+        if "tokens_per_second" in info:
+            name = path.parent.relative_to(run_dir).as_posix()
+            out[f"{name}: training tokens/s"] = round(float(info["tokens_per_second"]), 1)
+    for path in sorted(run_dir.glob("systems/*/throughput.json")):
+        info = _read_json(path)
+        if "forward_tokens_per_second" in info:
+            out[f"{path.parent.name}: forward tokens/s"] = float(info["forward_tokens_per_second"])
+    return out
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return info if isinstance(info, dict) else {}
