@@ -324,6 +324,22 @@ def test_the_fidelity_config_is_the_default_with_more_training_respondents():
     fidelity = yaml.safe_load((root / "evshift-fidelity.yaml").read_text())
     assert fidelity["split"].pop("max_train_subjects") == 400
     assert default["split"].pop("max_train_subjects") == 160
+    # C's two epochs over 400 respondents (validated); the default's one epoch at 160
+    assert fidelity["backend"]["options"].pop("epochs") == 2
+    assert default["backend"]["options"].pop("epochs") == 1
     assert fidelity["output"].pop("dir") != default["output"].pop("dir")
     assert fidelity == default
     load_config(root / "evshift-fidelity.yaml")  # and it validates
+
+
+def test_the_memory_config_is_the_default_with_memory_on():
+    """surveys/evshift-memory.yaml: the default run with respondent memory, nothing else."""
+    root = Path(__file__).resolve().parents[1] / "surveys"
+    default = yaml.safe_load((root / "evshift.yaml").read_text())
+    memory = yaml.safe_load((root / "evshift-memory.yaml").read_text())
+    assert memory.pop("prompts") == {"memory": True, "memory_at_evaluation": "known"}
+    assert memory["backend"].pop("systems") == ["fine_tuned"]
+    default["backend"].pop("systems")
+    assert memory["output"].pop("dir") != default["output"].pop("dir")
+    assert memory == default
+    load_config(root / "evshift-memory.yaml")  # and it validates
