@@ -21,6 +21,8 @@ positions, so its shifts may carry a common offset; rank correlations are blind 
     python benchmarks/pilot_validation.py                 # full size (GPU; the lead runs it)
     python benchmarks/pilot_validation.py --quick         # tiny random model, minutes on a CPU
     python benchmarks/pilot_validation.py --run runs/X    # reuse a run trained without --holdout
+    python benchmarks/pilot_validation.py --run runs/evshift --holdout none --personas 200
+        # the default run, which saw every statement: the fidelity issue's per-intervention figure
     python benchmarks/pilot_validation.py --config surveys/evshift.yaml   # CPU-sized training
 
 Writes ``validation.json`` and ``validation.md`` into --out.
@@ -71,6 +73,8 @@ def spearman(a: pd.Series, b: pd.Series) -> float | None:
 
 
 def check_holdout(holdout: list[str], groups: dict[str, list[int]]) -> None:
+    if not holdout:
+        return  # --holdout none: every statement seen, for a run trained on all of them
     if len(holdout) != 5 or len(set(holdout)) != 5:
         raise SystemExit(f"--holdout: give 5 different statement ids, got {holdout}")
     for group in ("cost", "environmental", "charging"):
@@ -340,7 +344,7 @@ def markdown(result: dict[str, Any]) -> str:
         return "undefined (constant)" if v is None else f"{v:.3f}"
 
     lines = [
-        f"Held out: {', '.join(result['holdout'])}; personas: {result['personas']};"
+        f"Held out: {', '.join(result['holdout']) or 'none'}; personas: {result['personas']};"
         f" survey {result['survey']}; quick: {result['quick']}",
         "",
         "| system | Spearman, all 35 | Spearman, 5 unseen |",
@@ -368,7 +372,10 @@ def main(argv: list[str] | None = None, plugins: Any = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("runs/pilot-validation"))
     parser.add_argument("--survey", default="evshift")
-    parser.add_argument("--holdout", default=",".join(DEFAULT_HOLDOUT))
+    parser.add_argument(
+        "--holdout", default=",".join(DEFAULT_HOLDOUT),
+        help="5 statement ids left out of training, or 'none' (with --run: a run trained on all)",
+    )  # fmt: skip
     parser.add_argument("--subjects", type=int, default=None, help="Synthetic population size.")
     parser.add_argument("--personas", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
@@ -409,7 +416,7 @@ def main(argv: list[str] | None = None, plugins: Any = None) -> dict[str, Any]:
     if not responses_csv.exists():
         write_population(data, n_subjects=args.subjects or 4045, seed=args.seed)
     truth = json.loads((data / "truth.json").read_text())
-    holdout = [s.strip() for s in args.holdout.split(",")]
+    holdout = [] if args.holdout == "none" else [s.strip() for s in args.holdout.split(",")]
     check_holdout(holdout, truth["intervention_groups"])
     # as text: "None" is a religion, not a missing value
     responses = pd.read_csv(responses_csv, dtype=str, keep_default_na=False)

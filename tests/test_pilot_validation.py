@@ -41,6 +41,14 @@ def test_holdout_needs_each_group(pv):
     pv.check_holdout(["11", "21", "3", "25", "32"], groups)
     with pytest.raises(SystemExit, match="environmental"):
         pv.check_holdout(["11", "8", "3", "25", "32"], groups)
+    pv.check_holdout([], groups)  # --holdout none: a run that saw every statement
+
+
+def test_figures_with_nothing_held_out(pv):
+    truth = {"expected_mean_shift_by_intervention_population": {"1": 1.0, "2": 3.0, "3": 2.0}}
+    got = pv.shift_figures(pd.Series({"1": 10.0, "2": 30.0, "3": 20.0}), truth, [])
+    assert got["spearman_all"] == pytest.approx(1.0)
+    assert got["spearman_unseen"] is None and got["n_unseen"] == 0
 
 
 def test_interaction_figures_by_hand(pv):

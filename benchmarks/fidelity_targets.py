@@ -1,0 +1,188 @@
+"""The fidelity issue's targets (item 5), on the TEST split, read from finished runs.
+
+Nothing is computed again: every figure comes from what the runs wrote (``summary.json``: the
+test-split metrics with 95% bootstrap CIs over test respondents, the baselines' settings chosen
+on validation; ``status.json``: the run's own clock and throughput; the pilot validation's
+``validation.json``). Each target prints its figure, the reference and whether it is met.
+
+    surveysim run surveys/evshift.yaml                      # the default run
+    surveysim run surveys/evshift-memory.yaml               # the same with respondent memory
+    python benchmarks/pilot_validation.py --run runs/evshift/<run> --holdout none --personas 200
+    python benchmarks/fidelity_targets.py --run runs/evshift/<run> \\
+        --memory-run runs/evshift-memory/<run> --pilot runs/pilot-validation
+
+``--memory-run`` and ``--pilot`` are optional; a target whose run is not given prints as not
+measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SYSTEM = "fine_tuned"
+INITIAL, POST = "initial_preference", "post_intervention_preference"
+QUESTIONS = (INITIAL, POST)
+
+
+@dataclass
+class Target:
+    name: str
+    figure: str
+    reference: str
+    met: bool | None  # None: not measured
+
+    def line(self) -> str:
+        verdict = {True: "met", False: "NOT met", None: "not measured"}[self.met]
+        return f"| {self.name} | {self.figure} | {self.reference} | {verdict} |"
+
+
+def load_run(run: Path) -> dict[str, Any]:
+    summary = run / "summary.json"
+    if not summary.is_file():
+        raise SystemExit(f"{run}: no summary.json; is it a finished run directory?")
+    return json.loads(summary.read_text())
+
+
+def pick(summary: dict[str, Any], system: str, question: str, metric: str, **where: Any) -> dict:
+    """The one result row of ``system`` for ``question`` and ``metric``; for a baseline with
+    several settings, the setting chosen on validation for that metric."""
+    rows = [
+        r
+        for r in summary["results"]
+        if r["system"] == system
+        and r["question"] == question
+        and r["metric"] == metric
+        and all(r.get(k) == v for k, v in where.items())
+    ]
+    if len(rows) > 1:
+        rows = [r for r in rows if r.get("chosen_on") == "validation"] or rows
+    if len(rows) != 1:
+        raise SystemExit(
+            f"{summary.get('run_dir')}: expected one {system} {metric} row for {question}"
+            f" ({where}), found {len(rows)}"
+        )
+    return rows[0]
+
+
+def with_ci(row: dict[str, Any], digits: int = 3) -> str:
+    if row.get("ci_low") is None:
+        return f"{row['value']:.{digits}f}"
+    return f"{row['value']:.{digits}f} [{row['ci_low']:.{digits}f}, {row['ci_high']:.{digits}f}]"
+
+
+def calibrated_temperature(summary: dict[str, Any], question: str) -> float:
+    return pick(summary, SYSTEM, question, "kl", readout="calibrated")["temperature"]
+
+
+def default_targets(summary: dict[str, Any], status: dict[str, Any], minutes: float) -> list:
+    out = []
+    r = pick(summary, SYSTEM, INITIAL, "pearson", readout="expected", temperature=1.0)
+    out.append(
+        Target(
+            "initial: pearson of `expected` (t = 1)",
+            with_ci(r, 2),
+            ">= 0.45, CI lower bound > 0",
+            bool(r["value"] >= 0.45 and (r["ci_low"] or 0) > 0),
+        )
+    )
+    for q in QUESTIONS:
+        r = pick(summary, SYSTEM, q, "rmse", readout="expected", temperature=1.0)
+        m = pick(summary, "marginal", q, "rmse")
+        out.append(
+            Target(
+                f"{q}: RMSE of `expected` (t = 1)",
+                with_ci(r, 1),
+                f"below the marginal baseline's {m['value']:.1f}",
+                bool(r["value"] < m["value"]),
+            )
+        )
+    for q in QUESTIONS:
+        r = pick(summary, SYSTEM, q, "kl", readout="calibrated")
+        m = pick(summary, "marginal", q, "kl")
+        out.append(
+            Target(
+                f"{q}: KL at `calibrated` (t = {r['temperature']:g})",
+                with_ci(r),
+                f"<= marginal {m['value']:.3f} + 0.02",
+                bool(r["value"] <= m["value"] + 0.02),
+            )
+        )
+    total = float(status["timings_s"]["total"])
+    rates = ", ".join(f"{k} {v:g}" for k, v in status.get("throughput", {}).items())
+    out.append(
+        Target(
+            "default run time (the run's own clock)",
+            f"{total / 60:.1f} min ({rates})",
+            f"<= {minutes:g} min",
+            total <= minutes * 60,
+        )
+    )
+    return out
+
+
+def memory_target(summary: dict[str, Any] | None) -> Target:
+    name = "with memory (known respondent): post RMSE of `expected`"
+    if summary is None:
+        return Target(name, "-", "below CatBoost's", None)
+    r = pick(summary, SYSTEM, POST, "rmse", readout="expected", temperature=1.0)
+    c = pick(summary, "catboost", POST, "rmse")
+    return Target(
+        name,
+        with_ci(r, 1),
+        f"below CatBoost's {with_ci(c, 1)} ({c['setting']}, chosen on validation)",
+        bool(r["value"] < c["value"]),
+    )
+
+
+def pilot_target(validation: dict[str, Any] | None) -> Target:
+    name = "per intervention: Spearman of predicted vs true population mean shift"
+    if validation is None:
+        return Target(name, "-", ">= 0.6", None)
+    rho = validation["pilot"]["shift"]["spearman_all"]
+    n = validation["pilot"]["shift"]["n_all"]
+    others = []
+    for key, label in (("catboost", "CatBoost"), ("human_test_sample", "human test sample")):
+        if key in validation:
+            value = validation[key]["shift"]["spearman_all"]
+            others.append(f"{label} {'undefined' if value is None else f'{value:.2f}'}")
+    figure = "undefined (constant)" if rho is None else f"{rho:.2f}"
+    figure += f" over {n} statements, {validation['personas']} personas"
+    held = validation.get("holdout") or []
+    if held:
+        figure += f" ({len(held)} statements held out of training)"
+    return Target(name, figure, ">= 0.6; " + "; ".join(others), rho is not None and rho >= 0.6)
+
+
+def main(argv: list[str] | None = None) -> list[Target]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", type=Path, required=True, help="a finished default run")
+    parser.add_argument("--memory-run", type=Path, default=None)
+    parser.add_argument("--pilot", type=Path, default=None, help="pilot_validation.py --out")
+    parser.add_argument("--minutes", type=float, default=15.0)
+    args = parser.parse_args(argv)
+    summary = load_run(args.run)
+    status = json.loads((args.run / "status.json").read_text())
+    targets = default_targets(summary, status, args.minutes)
+    targets.append(memory_target(load_run(args.memory_run) if args.memory_run else None))
+    validation = None
+    if args.pilot is not None:
+        path = args.pilot / "validation.json"
+        if not path.is_file():
+            raise SystemExit(f"{args.pilot}: no validation.json (run pilot_validation.py first)")
+        validation = json.loads(path.read_text())
+    targets.append(pilot_target(validation))
+    print(f"Test split of {args.run} (95% bootstrap CIs over test respondents)\n")
+    print("| target | figure [95% CI] | reference | verdict |")
+    print("| --- | --- | --- | --- |")
+    for target in targets:
+        print(target.line())
+    return targets
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,82 @@
+"""benchmarks/fidelity_targets.py: verdicts on hand-built run outputs."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+INITIAL, POST = "initial_preference", "post_intervention_preference"
+
+
+@pytest.fixture(scope="module")
+def ft():
+    spec = importlib.util.spec_from_file_location(
+        "fidelity_targets", REPO / "benchmarks" / "fidelity_targets.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclass looks its module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def row(system, question, metric, value, readout="answer", t=None, setting="s", chosen=None,
+        ci=(None, None)):  # fmt: skip
+    return {"system": system, "question": question, "metric": metric, "value": value,
+            "readout": readout, "temperature": t, "setting": setting, "chosen_on": chosen,
+            "ci_low": ci[0], "ci_high": ci[1]}  # fmt: skip
+
+
+def write_run(path: Path, pearson, ci_low, post_kl, total_s, memory_rmse=30.0) -> Path:
+    results = [
+        row("fine_tuned", INITIAL, "pearson", pearson, "expected", 1.0, ci=(ci_low, 0.9)),
+        row("fine_tuned", INITIAL, "rmse", 20.0, "expected", 1.0),
+        row("fine_tuned", POST, "rmse", memory_rmse, "expected", 1.0),
+        row("fine_tuned", INITIAL, "kl", 0.10, "calibrated", 0.85),
+        row("fine_tuned", POST, "kl", post_kl, "calibrated", 0.85),
+        row("marginal", INITIAL, "rmse", 35.0), row("marginal", POST, "rmse", 33.0),
+        row("marginal", INITIAL, "kl", 0.15), row("marginal", POST, "kl", 0.05),
+        # two CatBoost settings: the one chosen on validation is the reference, not the lower
+        row("catboost", POST, "rmse", 15.0, setting="oracle"),
+        row("catboost", POST, "rmse", 20.0, setting="chosen", chosen="validation"),
+    ]  # fmt: skip
+    path.mkdir()
+    (path / "summary.json").write_text(json.dumps({"run_dir": str(path), "results": results}))
+    status = {"timings_s": {"total": total_s}, "throughput": {"adapter: training tokens/s": 500}}
+    (path / "status.json").write_text(json.dumps(status))
+    return path
+
+
+def verdicts(targets):
+    return [t.met for t in targets]
+
+
+def test_each_target_met_and_missed(ft, tmp_path, capsys):
+    good = write_run(tmp_path / "good", 0.5, 0.1, 0.06, 800)
+    memory = write_run(tmp_path / "memory", 0.5, 0.1, 0.06, 800, memory_rmse=10.0)
+    pilot = tmp_path / "pilot"
+    pilot.mkdir()
+    shift = {"spearman_all": 0.7, "n_all": 35}
+    (pilot / "validation.json").write_text(json.dumps({
+        "personas": 200, "holdout": [], "pilot": {"shift": shift},
+        "catboost": {"shift": {"spearman_all": 0.5}}}))  # fmt: skip
+    targets = ft.main(["--run", str(good), "--memory-run", str(memory), "--pilot", str(pilot)])
+    assert verdicts(targets) == [True] * 8
+    printed = capsys.readouterr().out
+    assert "0.70 over 35 statements, 200 personas" in printed and "CatBoost 0.50" in printed
+    assert "chosen, chosen on validation" in printed  # the validation-chosen CatBoost
+
+    # pearson 0.5 with a CI reaching 0; post KL 0.08 > 0.05 + 0.02; 16 minutes; memory
+    # RMSE 30 is above the chosen CatBoost's 20 (though below nothing else)
+    bad = write_run(tmp_path / "bad", 0.5, -0.01, 0.08, 960)
+    targets = ft.main(["--run", str(bad), "--memory-run", str(bad)])
+    assert verdicts(targets) == [False, True, True, True, False, False, False, None]
+
+
+def test_a_folder_that_is_no_run_is_named(ft, tmp_path):
+    with pytest.raises(SystemExit, match=r"no summary\.json"):
+        ft.main(["--run", str(tmp_path)])
