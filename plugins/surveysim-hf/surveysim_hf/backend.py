@@ -138,9 +138,12 @@ class HFBackend(Backend):
 
         model, tokenizer = self.load_base()
         if adapter is not None:
-            from peft import PeftModel
+            from surveysim_hf.quiet import library_noise
 
-            model = PeftModel.from_pretrained(model, str(adapter), is_trainable=False)
+            with library_noise(self.options.quantization):
+                from peft import PeftModel
+
+                model = PeftModel.from_pretrained(model, str(adapter), is_trainable=False)
             if self.options.quantization == "none":
                 model = model.merge_and_unload()  # plain weights answer faster
         return HFModel(

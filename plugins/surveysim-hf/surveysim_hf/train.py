@@ -181,6 +181,13 @@ def read_train_log(path: Path) -> list[dict[str, Any]]:
 
 
 def add_lora(model: Any, options: HFOptions) -> Any:
+    from surveysim_hf.quiet import library_noise
+
+    with library_noise(options.quantization):
+        return _add_lora(model, options)
+
+
+def _add_lora(model: Any, options: HFOptions) -> Any:
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
     if options.quantization == "nf4":
