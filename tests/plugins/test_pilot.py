@@ -495,6 +495,71 @@ def test_failure_while_answering_leaves_nothing(town, tmp_path, personas_csv, mo
     _fails(town, tmp_path, cfg, RuntimeError, "out of memory")
 
 
+def test_an_interrupted_pilot_resumes_from_its_finished_chunks(
+    town, tmp_path, personas_csv, monkeypatch
+):
+    """One persona per chunk: the first attempt dies on the third chunk; the second answers only
+    the two chunks left, and its results equal an uninterrupted pilot's."""
+    import surveysim_pilot.simulate as sim
+
+    monkeypatch.setattr(sim, "ANSWER_CHUNK", 1)
+    answered: list[int] = []  # prompts per model call
+    real = FakeModel.answer_distribution
+
+    def counting(self, prompts, answers, temperatures):
+        if fail_at and len(answered) + 1 == fail_at:
+            raise KeyboardInterrupt
+        answered.append(len(prompts))
+        return real(self, prompts, answers, temperatures)
+
+    monkeypatch.setattr(FakeModel, "answer_distribution", counting)
+    cfg = pilot_config(tmp_path, personas_csv)
+    fail_at = 3
+    with pytest.raises(KeyboardInterrupt):
+        pilot(PilotConfig.model_validate(cfg), "cfg.yaml", town)
+    assert not (tmp_path / "out").exists()
+    assert answered == [3, 3]  # two personas x (pre, A, B) were answered and kept
+
+    fail_at, answered[:] = 0, []
+    out = pilot(PilotConfig.model_validate(cfg), "cfg.yaml", town)
+    assert answered == [3, 3]  # only personas 3 and 4
+    resumed = pd.read_csv(out / "shifts.csv")
+
+    # the same pilot once more answers nothing; a fresh cache answers all four personas
+    answered[:] = []
+    again = pilot(PilotConfig.model_validate({**cfg, "output": str(tmp_path / "again")}),
+                  "cfg.yaml", town)  # fmt: skip
+    assert answered == []
+    monkeypatch.setenv("SURVEYSIM_CACHE", str(tmp_path / "other-cache"))
+    whole = pilot(PilotConfig.model_validate({**cfg, "output": str(tmp_path / "whole")}),
+                  "cfg.yaml", town)  # fmt: skip
+    assert answered == [3, 3, 3, 3]
+    pd.testing.assert_frame_equal(resumed, pd.read_csv(whole / "shifts.csv"))
+    pd.testing.assert_frame_equal(resumed, pd.read_csv(again / "shifts.csv"))
+
+    # another temperature is another system's answers: nothing is reused
+    answered[:] = []
+    cfg["system"] = {**cfg["system"], "temperature": 0.5}
+    pilot(PilotConfig.model_validate({**cfg, "output": str(tmp_path / "t05")}), "cfg.yaml", town)
+    assert answered == [3, 3, 3, 3]
+
+
+def test_the_system_fingerprint_follows_the_adapter_files(tmp_path):
+    from surveysim_pilot.simulate import SystemChoice
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_model.safetensors").write_bytes(b"weights")
+    choice = SystemChoice("fake", FakeBackend, {"model": "m"}, adapter, "fine_tuned")
+    before = choice.fingerprint()
+    assert before == SystemChoice("fake", FakeBackend, {"model": "m"}, adapter, "x").fingerprint()
+    (adapter / "adapter_model.safetensors").write_bytes(b"retrained")
+    assert choice.fingerprint() != before
+    assert SystemChoice("fake", FakeBackend, {"model": "n"}, adapter, "x").fingerprint() != (
+        choice.fingerprint()
+    )
+
+
 def test_unknown_config_key_is_named(tmp_path):
     from surveysim_pilot.config import load
 

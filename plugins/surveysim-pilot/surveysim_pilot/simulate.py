@@ -3,11 +3,19 @@
 Everything the configuration names (survey, run directory, population, statements, segments) is
 checked before anything is written; results are written into a hidden folder beside the output
 and renamed into place at the end, so a failure leaves nothing partial.
+
+Answering is resumable: the personas are answered in chunks (``ANSWER_CHUNK`` personas, every
+item), and each chunk's distributions go to the result cache (``SURVEYSIM_CACHE``, else
+``~/.cache/surveysim``), keyed by the system (backend, options, the adapter's files), the
+temperature, the answer set and the chunk's prompts. An interrupted simulate or pilot, run again,
+answers only the chunks it had not finished; a finished one, run again with other segments or
+bootstrap settings, answers nothing.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -20,6 +28,7 @@ import pandas as pd
 import yaml
 
 from surveysim_core.answers import AnswerType
+from surveysim_core.cache import Cache, cache_root, digest
 from surveysim_core.config import DataSection, RunConfig, load_config, validate_options
 from surveysim_core.errors import ConfigError, DataError
 from surveysim_core.plugins import Plugins
@@ -38,6 +47,16 @@ class SystemChoice:
     options: Any
     adapter: Path | None
     label: str
+
+    def fingerprint(self) -> str:
+        """What the system's answers depend on: backend, options and the adapter's files."""
+        options = self.options.model_dump() if hasattr(self.options, "model_dump") else self.options
+        files = {}
+        if self.adapter is not None:
+            for path in sorted(p for p in self.adapter.rglob("*") if p.is_file()):
+                sha = hashlib.sha256(path.read_bytes()).hexdigest()  # adapters are small
+                files[str(path.relative_to(self.adapter))] = sha
+        return digest(self.name, options, files)
 
 
 @dataclass
@@ -296,6 +315,8 @@ def answer(
         groups.setdefault(tuple(at.labels), []).append(item)
     out: dict[str, np.ndarray] = {}
     n = len(personas)
+    cache = Cache(cache_root(), progress)
+    system = prepared.system.fingerprint()
     for labels, members in groups.items():
         prompts = item_prompts(prepared, members)
         if history is not None:
@@ -303,7 +324,9 @@ def answer(
         progress(
             f"answering {len(prompts)} prompts ({len(members)} items x {len(personas)} personas)"
         )
-        probs = np.asarray(model.answer_distribution(prompts, list(labels), [t])[t], dtype=float)
+        probs = answer_in_chunks(
+            model, prompts, list(labels), t, len(members), n, cache, system, progress
+        )
         if probs.shape != (len(prompts), len(labels)):
             raise ConfigError(
                 f"{prepared.source}: system: the model returned {probs.shape} probabilities for"
@@ -311,6 +334,58 @@ def answer(
             )
         for k, item in enumerate(members):
             out[item.id] = probs[k * n : (k + 1) * n]
+    return out
+
+
+#: personas per resumable chunk of answers (every item for each of them, so that a backend
+#: still shares each persona's prefix across its items)
+ANSWER_CHUNK = 10
+
+
+def answer_in_chunks(
+    model: Any,
+    prompts: list[Prompt],
+    labels: list[str],
+    t: float,
+    n_items: int,
+    n_personas: int,
+    cache: Cache,
+    system: str,
+    progress: Progress,
+) -> np.ndarray:
+    """``model.answer_distribution`` of item-major ``prompts`` (item k, persona p at
+    ``k * n_personas + p``), ``ANSWER_CHUNK`` personas at a time; each chunk is read from or
+    written to ``cache``, so that an interrupted call resumes where it stopped."""
+    out = np.full((len(prompts), len(labels)), np.nan)
+    starts = list(range(0, n_personas, ANSWER_CHUNK))
+    reused = 0
+    for number, start in enumerate(starts, 1):
+        stop = min(start + ANSWER_CHUNK, n_personas)
+        rows = [k * n_personas + p for k in range(n_items) for p in range(start, stop)]
+        chunk = [prompts[i] for i in rows]
+        key = digest(
+            "answers", system, t, labels, [(p.system, p.user, list(p.history)) for p in chunk]
+        )
+        entry = cache.entry("simulate-answers", key)
+        if entry is not None:
+            with np.load(entry / "probs.npz", allow_pickle=False) as saved:
+                probs = saved["probs"]
+            reused += 1
+        else:
+            probs = np.asarray(model.answer_distribution(chunk, labels, [t])[t], dtype=float)
+            if probs.shape != (len(chunk), len(labels)):
+                return probs  # the caller names the wrong shape
+            cache.put(
+                "simulate-answers",
+                key,
+                lambda folder, probs=probs: np.savez(folder / "probs.npz", probs=probs),
+            )
+        out[rows] = probs
+        if len(starts) > 1:
+            progress(
+                f"personas {start + 1}-{stop} of {n_personas} answered (chunk {number} of"
+                f" {len(starts)}; {reused} read from the cache)"
+            )
     return out
 
 
