@@ -169,9 +169,10 @@ def test_plain_logits_call_says_to_call_the_loss_with_the_model():
         loss()(torch.zeros(1, 2, 3), torch.zeros(1, 2, dtype=torch.long), None)
 
 
-def test_a_packed_batch_is_refused(tiny):
+def test_a_packed_batch_without_answer_tries_is_refused(tiny):
+    # packed batches must come from the loss's pack_unit (test_losses_multitoken_packed.py)
     _, model, _ = tiny
-    assert not loss().supports_packing
+    assert loss().supports_packing
     packed = PackedBatch(*(torch.zeros(1, 2, dtype=torch.long) for _ in range(6)))
-    with pytest.raises(TypeError, match="padded batches only"):
+    with pytest.raises(TypeError, match="answer tries"):
         loss()(model, packed)

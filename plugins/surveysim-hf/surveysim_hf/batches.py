@@ -76,6 +76,7 @@ _PACKED_KEYS = (
     "answer_predictor",
     "inputs_embeds",
     "answers",
+    "trie_index",
 )
 
 
@@ -101,6 +102,11 @@ class PackedBatch(Mapping[str, Any]):
     inputs_embeds: torch.Tensor | None = None
     #: the branches' examples in the order of ``answer_predictor >= 0`` (what each answer means)
     answers: PaddedBatch | None = None
+    #: (B, K) long, only for sequences packed with answer tries
+    #: (:func:`surveysim_hf.packing.pack_answer_tries`): per branch in the order of ``answers``,
+    #: the position of its prompt's last token, then the position of each node of its answer
+    #: trie (in trie order); -1 for none
+    trie_index: torch.Tensor | None = None
     n_tokens: int = 0  # tokens of the packed sequences, padding excluded
 
     def __getitem__(self, key: str) -> Any:

@@ -37,11 +37,12 @@ import torch.nn.functional as F
 
 from .batches import PackedBatch
 from .forward import PLAIN_HEAD_TYPES, unwrap
-from .tree import tree_attention_mask
+from .tree import Trie, tree_attention_mask
 
 __all__ = [
     "collate_packed",
     "examples_from_chat",
+    "pack_answer_tries",
     "pack_examples",
     "pack_respondent",
     "pack_trie",
@@ -232,6 +233,103 @@ def pack_trie(examples: Sequence[dict], prefix_loss: str = "per_branch") -> dict
     }
 
 
+def pack_answer_tries(
+    examples: Sequence[dict], tries: Sequence[Trie], answers: Sequence[int]
+) -> dict[str, list]:
+    """Pack examples into one tree sequence with the whole answer trie of each example's question
+    below its prompt: what a loss that scores every answer string needs (``numeric_penalty_
+    multitoken``), for a respondent's examples at once.
+
+    ``examples``: dicts with ``input_ids``, ``labels``, ``answer_start`` and ``answer_length``
+    (an :class:`~surveysim_hf.texts.EncodedExample`'s fields); ``tries[i]`` the answer trie of
+    example ``i`` and ``answers[i]`` the index of its answer in ``tries[i].answers``. Layout:
+
+    - the prompts (``input_ids[:answer_start]``) as a token trie, every distinct prefix once (the
+      shared persona once; a conversation's history once, as :func:`pack_trie`);
+    - below each prompt's last token, the example's own copy of its answer trie;
+    - below the true answer's trie node, the tokens after the answer (the end-of-turn token).
+
+    Every token then computes the state it has in the example's own ``prompt + trie + tail``
+    sequence. Labels are the examples' own: a prompt node counts once per example that labels it,
+    the true answer's path and tail once; a root token carries none (it has no predictor, as the
+    first token of a separate example). Output: the keys of :func:`pack_examples`, with
+    ``answer_predictor`` (per branch, its prompt's last token) and ``trie_index`` (per branch,
+    that position followed by the position of each trie node, in trie order).
+    """
+    input_ids: list[int] = []
+    parents: list[int] = []
+    labels: list[int] = []
+    weights: list[float] = []
+    children: dict[tuple[int, int], int] = {}
+    answer_predictor: list[int] = []
+    trie_index: list[list[int]] = []
+    separate = 0
+
+    def add(token: int, parent: int) -> int:
+        input_ids.append(int(token))
+        parents.append(parent)
+        labels.append(IGNORE)
+        weights.append(0.0)
+        return len(input_ids) - 1
+
+    def label(node: int, target: int) -> None:
+        if target == IGNORE or parents[node] < 0:  # a root token has no predictor
+            return
+        if labels[node] not in (IGNORE, target):
+            raise ValueError("examples label the same token differently")
+        labels[node] = int(target)
+        weights[node] += 1.0
+
+    for e, trie, index in zip(examples, tries, answers, strict=True):
+        ids, labs = list(e["input_ids"]), list(e["labels"])
+        start, length = int(e["answer_start"]), int(e["answer_length"])
+        if len(ids) != len(labs):
+            raise ValueError("input_ids and labels must be of equal length")
+        if start < 1:
+            raise ValueError("an answer must not start at the first token")
+        if ids[start : start + length] != list(trie.answer_tokens[index]):
+            raise ValueError(
+                f"answer {trie.answers[index]!r} is tokenised differently in the training text"
+                f" ({ids[start : start + length]}) and on its own ({trie.answer_tokens[index]})"
+            )
+        node = -1
+        for token, target in zip(ids[:start], labs[:start], strict=True):
+            key = (node, int(token))
+            if key not in children:
+                children[key] = add(token, node)
+            node = children[key]
+            label(node, target)
+        root, offset = node, len(input_ids)
+        for token, parent in zip(trie.token.tolist(), trie.parent.tolist(), strict=True):
+            add(token, root if parent < 0 else offset + parent)
+        node = -1
+        for j, token in enumerate(ids[start : start + length]):
+            node = trie.children[node + 1][token]
+            label(offset + node, labs[start + j])
+        at = offset + node
+        for token, target in zip(ids[start + length :], labs[start + length :], strict=True):
+            at = add(token, at)
+            label(at, target)
+        answer_predictor.append(root)
+        trie_index.append([root, *range(offset, offset + trie.n_nodes)])
+        separate += start + trie.n_nodes + len(ids) - start - length
+    depth = np.zeros(len(parents), dtype=np.int64)
+    for i, p in enumerate(parents):
+        depth[i] = depth[p] + 1 if p >= 0 else 0
+    return {
+        "input_ids": input_ids,
+        "parents": parents,
+        "position_ids": depth.tolist(),
+        "labels": labels,
+        "predictor_index": [p if y != IGNORE else -1 for p, y in zip(parents, labels, strict=True)],
+        "loss_weight": weights,
+        "n_branches": len(examples),
+        "separate_tokens": separate,
+        "answer_predictor": answer_predictor,
+        "trie_index": trie_index,
+    }
+
+
 def is_conversation(examples: Sequence[dict]) -> bool:
     """Whether some example's tokens begin with another example's whole prompt and answer
     (respondent memory): then :func:`pack_trie` packs them without repeating the history."""
@@ -274,6 +372,12 @@ def collate_packed(
         answer = torch.full((b, max(len(p["answer_predictor"]) for p in packed)), -1)
         for i, p in enumerate(packed):
             answer[i, : len(p["answer_predictor"])] = torch.tensor(p["answer_predictor"])
+    trie_index = None
+    if all("trie_index" in p for p in packed):
+        flat = [[i for branch in p["trie_index"] for i in branch] for p in packed]
+        trie_index = torch.full((b, max(len(f) for f in flat)), -1)
+        for i, f in enumerate(flat):
+            trie_index[i, : len(f)] = torch.tensor(f)
     return PackedBatch(
         input_ids=full("input_ids", pad_token_id, torch.long),
         position_ids=full("position_ids", 0, torch.long),
@@ -282,6 +386,7 @@ def collate_packed(
         loss_weight=full("loss_weight", 0.0, torch.float32),
         attention_mask=tree_attention_mask([p["parents"] for p in packed], length, dtype),
         answer_predictor=answer,
+        trie_index=trie_index,
         n_tokens=sum(len(p["input_ids"]) for p in packed),
     )
 

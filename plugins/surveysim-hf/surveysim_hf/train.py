@@ -38,6 +38,7 @@ from surveysim_core.files import atomic_write, output_errors, replace_directory
 from surveysim_core.protocols import Example
 from surveysim_hf import checkpoint as ckpt
 from surveysim_hf.batches import Batch, PackedBatch, PaddedBatch, collate
+from surveysim_hf.forward import output_size
 from surveysim_hf.frozen import FrozenPrefix, frozen_split
 from surveysim_hf.losses import as_loss
 from surveysim_hf.options import HFOptions
@@ -98,11 +99,19 @@ def rank_slice(chunk: list[int], rank: int, world: int) -> tuple[list[int], floa
 
 
 def pack_by_respondent(
-    encoded: Sequence[EncodedExample], examples: Sequence[Example], max_tokens: int
+    encoded: Sequence[EncodedExample],
+    examples: Sequence[Example],
+    max_tokens: int,
+    pack: Callable[[list[dict[str, Any]], list[Example]], dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """One packed tree sequence per respondent (``subject_id``; examples without one stay
     alone), split where it would exceed ``max_tokens``; in order of first appearance. Each
-    unit's ``members`` are the indices of its examples, in branch order."""
+    unit's ``members`` are the indices of its examples, in branch order.
+
+    ``pack(rows, examples)``, when given, packs a list of examples into one sequence instead of
+    :func:`~surveysim_hf.packing.pack_respondent` / ``pack_trie`` (a loss's own layout, e.g.
+    answer tries: ``loss.pack_unit``); a respondent it packs too long is split between
+    examples."""
     groups: dict[str, list[int]] = {}
     for i, example in enumerate(examples):
         groups.setdefault(example.subject_id or f"\0{i}", []).append(i)
@@ -113,9 +122,15 @@ def pack_by_respondent(
                 "input_ids": encoded[i].input_ids,
                 "labels": encoded[i].labels,
                 "answer_start": encoded[i].answer_start,
+                "answer_length": encoded[i].answer_length,
             }
             for i in members
         ]
+        if pack is not None:
+            units.extend(
+                _pack_split(rows, [examples[i] for i in members], members, max_tokens, pack)
+            )
+            continue
         if is_conversation(rows):  # respondent memory: the history once, in a token trie
             whole = pack_trie(rows)
             packs = [whole] if len(whole["input_ids"]) <= max_tokens else []
@@ -129,10 +144,39 @@ def pack_by_respondent(
                 packs.append(pack_trie(chunk))
         else:
             packs = pack_respondent(rows, max_tokens)
-        for pack in packs:  # pack_respondent keeps the order and splits between examples
-            pack["members"], members = members[: pack["n_branches"]], members[pack["n_branches"] :]
+        for unit in packs:  # pack_respondent keeps the order and splits between examples
+            unit["members"], members = members[: unit["n_branches"]], members[unit["n_branches"] :]
         units.extend(packs)
     return units
+
+
+def _pack_split(
+    rows: list[dict[str, Any]],
+    chosen: list[Example],
+    members: list[int],
+    max_tokens: int,
+    pack: Callable[[list[dict[str, Any]], list[Example]], dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """``pack`` the rows into one unit, or greedily into several within ``max_tokens``."""
+    whole = pack(rows, chosen)
+    if len(whole["input_ids"]) <= max_tokens:
+        return [{**whole, "members": list(members)}]
+    units, chunk = [], []
+    for k in range(len(rows)):
+        if chunk and len(pack(*_pick(rows, chosen, [*chunk, k]))["input_ids"]) > max_tokens:
+            units.append({**pack(*_pick(rows, chosen, chunk)), "members": _at(members, chunk)})
+            chunk = []
+        chunk.append(k)
+    units.append({**pack(*_pick(rows, chosen, chunk)), "members": _at(members, chunk)})
+    return units
+
+
+def _at(items: list[Any], where: list[int]) -> list[Any]:
+    return [items[k] for k in where]
+
+
+def _pick(rows: list[Any], chosen: list[Any], where: list[int]) -> tuple[list[Any], list[Any]]:
+    return _at(rows, where), _at(chosen, where)
 
 
 class TrainLog:
@@ -364,17 +408,25 @@ class Trainer:
         self.units: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
         self.unit_batch, self.eval_unit_batch = options.batch_size, options.eval_batch_size
         if self.packed:
-            units = pack_by_respondent(encode, train, options.pack_max_tokens)
+            pack = None
+            if callable(getattr(self.loss, "pack_unit", None)):  # the loss's own layout
+                vocab = output_size(self.base_model)
+
+                def pack(rows, chosen):
+                    return self.loss.pack_unit(rows, chosen, vocab)
+
+            units = pack_by_respondent(encode, train, options.pack_max_tokens, pack)
             self.units = {
                 True: units,
-                False: pack_by_respondent(val_encoded, val, options.pack_max_tokens),
+                False: pack_by_respondent(val_encoded, val, options.pack_max_tokens, pack),
             }
             # about batch_size examples per forward pass, as without packing
             per_unit = len(train) / len(units)
             self.unit_batch = max(1, round(options.batch_size / per_unit))
             self.eval_unit_batch = max(1, round(options.eval_batch_size / per_unit))
+            # against the same examples unpacked (for a loss with answer tries: with theirs)
             saved = 1 - sum(len(u["input_ids"]) for u in units) / sum(
-                len(e.input_ids) for e in encode
+                u["separate_tokens"] for u in units
             )
             self.say(
                 f"packed {len(train)} examples into {len(units)} respondent sequences"

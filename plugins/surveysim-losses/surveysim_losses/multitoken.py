@@ -25,8 +25,12 @@ label tokens of the training text, read from the same forward pass (the true ans
 the trie plus its end-of-turn token), so ``alpha = beta = 0`` is ``cross_entropy`` up to float
 rounding; ``cross_entropy: exact`` uses ``-log P(â)`` (the full string including termination).
 
-The loss runs the model itself: the trainer calls it as every loss, ``loss(model, batch)``, with
-a padded batch (it does not score packed batches, so ``packing: true`` falls back to them).
+The loss runs the model itself: the trainer calls it as every loss, ``loss(model, batch)``.
+With ``packing: true`` the trainer packs a respondent's examples with :meth:`pack_unit` into one
+tree sequence (:func:`surveysim_hf.packing.pack_answer_tries`: the prompts as a token trie, so
+the shared persona once, and every example's answer trie below its own prompt) and the loss reads
+the same logits from that sequence (``PackedBatch.trie_index``), so packed and padded batches
+give the same loss and gradients.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from surveysim_hf.batches import Batch, PackedBatch, PaddedBatch
 from surveysim_hf.exact import model_logits_at
 from surveysim_hf.forward import mask_dtype, output_size
 from surveysim_hf.losses import Loss
+from surveysim_hf.packing import pack_answer_tries, packed_logits
 from surveysim_hf.texts import IGNORE_INDEX
 from surveysim_hf.tree import (
     TreeSequence,
@@ -72,8 +77,8 @@ class TrieScores:
     log_probs: list[torch.Tensor]  # per example (n_answers,): log P(a), full strings
     true_index: list[int]  # per example: index of the true answer in its answer set
     answer_sets: list[AnswerSet]
-    token_nll_sum: torch.Tensor  # summed -log p over the label tokens
-    label_tokens: int
+    token_nll_sum: torch.Tensor  # summed -log p over the label tokens (weighted when packed)
+    label_tokens: float  # label tokens (packed: their summed weight)
 
 
 class MultiTokenNumericPenaltyLoss(Loss):
@@ -82,7 +87,8 @@ class MultiTokenNumericPenaltyLoss(Loss):
     Options = MultiTokenNumericPenaltyOptions
     #: the loss runs the model itself over prompt + answer trie
     needs_answer_trie = True
-    supports_packing = False
+    #: packed batches must come from pack_unit (the trainer does that)
+    supports_packing = True
 
     def __init__(self, options: MultiTokenNumericPenaltyOptions | None = None):
         super().__init__(options or MultiTokenNumericPenaltyOptions())
@@ -116,6 +122,79 @@ class MultiTokenNumericPenaltyLoss(Loss):
                 terminal_ids=torch.nonzero(trie.terminal_mask).flatten(),
             )
         return self._sets[key]
+
+    def true_answer(self, example: Any, vocab_size: int) -> tuple[AnswerSet, int]:
+        """The answer set of ``example``'s question (an ``Example`` or anything with
+        ``answer_type``, ``question`` and ``answer_text``) and the index of its answer."""
+        question = getattr(example, "question", None) or "?"
+        aset = self.answer_set(example.answer_type, question, vocab_size)
+        if example.answer_text not in aset.trie.answers:
+            raise ValueError(
+                f"answer {example.answer_text!r} of question {question!r} is not in its set"
+            )
+        return aset, aset.trie.answers.index(example.answer_text)
+
+    # -- packed respondents --------------------------------------------------------------------
+    def pack_unit(
+        self, rows: list[dict[str, Any]], examples: list[Any], vocab_size: int
+    ) -> dict[str, list]:
+        """One packed tree sequence of ``rows`` (encoded examples: ``input_ids``, ``labels``,
+        ``answer_start``, ``answer_length``) with the answer trie of each example's question
+        (``examples``, same order) below its prompt: what the trainer packs a respondent into
+        with ``packing: true`` (see :func:`surveysim_hf.packing.pack_answer_tries`)."""
+        found = [self.true_answer(e, vocab_size) for e in examples]
+        return pack_answer_tries(rows, [a.trie for a, _ in found], [i for _, i in found])
+
+    def packed_trie_scores(self, model: Any, batch: PackedBatch) -> TrieScores:
+        """What :meth:`trie_scores` gives for the same examples, from one forward pass over a
+        batch packed with :meth:`pack_unit` (``batch.inputs_embeds``, the frozen layers' cached
+        output, is used when present)."""
+        if batch.trie_index is None or batch.answers is None:
+            raise TypeError(
+                "numeric_penalty_multitoken needs a packed batch with answer tries (trie_index"
+                " and answers), packed with its pack_unit; the trainer does that"
+            )
+        vocab = output_size(model)
+        answers = batch.answers
+        found = [
+            self.true_answer(_Answer(t, q, a), vocab)
+            for t, q, a in zip(
+                answers.answer_types,
+                answers.questions or ["?"] * len(answers.answer_texts),
+                answers.answer_texts,
+                strict=True,
+            )
+        ]
+        sizes = [aset.trie.n_nodes + 1 for aset, _ in found]
+        rows, slots = torch.nonzero(batch.trie_index >= 0, as_tuple=True)
+        if len(rows) != sum(sizes):
+            raise ValueError(
+                f"the packed batch scores {len(rows)} trie positions but its branches' answer"
+                f" sets have {sum(sizes)}"
+            )
+        # the tokens at the trie positions must be the tries' own (a unit packed for other
+        # answer sets or another tokenizer)
+        tokens = batch.input_ids[rows, batch.trie_index[rows, slots]]
+        for (aset, _), chunk in zip(found, tokens.split(sizes), strict=True):
+            if not torch.equal(chunk[1:].cpu(), torch.from_numpy(aset.trie.token)):
+                raise ValueError("the packed batch's trie tokens are not its answer set's")
+        label_logits, node_logits = packed_logits(model, batch, batch.trie_index)
+        sel = batch.predictor_index >= 0
+        targets, weights = batch.labels[sel], batch.loss_weight[sel]
+        label_lp = torch.log_softmax(label_logits.float(), dim=-1)  # full vocabulary, t = 1
+        nll = -(label_lp.gather(1, targets[:, None])[:, 0] * weights.to(label_lp.dtype)).sum()
+        node_lp = torch.log_softmax(node_logits.float(), dim=-1)
+        log_probs = [
+            answer_log_probs(lp, aset)
+            for lp, (aset, _) in zip(node_lp.split(sizes), found, strict=True)
+        ]
+        return TrieScores(
+            log_probs,
+            [i for _, i in found],
+            [aset for aset, _ in found],
+            nll,
+            float(weights.sum()),
+        )
 
     # -- the forward pass over prompt + answer trie --------------------------------------------
     def trie_scores(self, model: Any, batch: PaddedBatch) -> TrieScores:
@@ -182,14 +261,8 @@ class MultiTokenNumericPenaltyLoss(Loss):
 
         log_probs, at = [], 0
         for aset, cols_b in zip(sets, score_cols, strict=True):
-            lp = log_p[at : at + len(cols_b)]  # (n_nodes + 1, V): root, then every node
+            log_probs.append(answer_log_probs(log_p[at : at + len(cols_b)], aset))
             at += len(cols_b)
-            trie = aset.trie
-            step = lp[aset.parent_row.to(device), torch.from_numpy(trie.token).to(device)]
-            prefix = aset.path_matrix.to(device) @ step  # log prob of each node's token path
-            ends = lp[torch.from_numpy(trie.answer_node + 1).to(device)]
-            stop = ends[:, aset.terminal_ids.to(device)].logsumexp(dim=-1)
-            log_probs.append(prefix[torch.from_numpy(trie.answer_node).to(device)] + stop)
         return TrieScores(log_probs, true_index, sets, nll, len(targets))
 
     # -- the loss ------------------------------------------------------------------------------
@@ -219,10 +292,29 @@ class MultiTokenNumericPenaltyLoss(Loss):
         return loss
 
     def __call__(self, model: Any, batch: Batch) -> torch.Tensor:
-        """The loss of one padded batch, running ``model`` over prompt + answer trie itself."""
+        """The loss of one batch, running ``model`` over prompt + answer trie itself: each
+        padded example on its own, or each packed respondent (from :meth:`pack_unit`) at once."""
         if isinstance(batch, PackedBatch):
-            raise TypeError(
-                "numeric_penalty_multitoken scores padded batches only (supports_packing is"
-                " false); the trainer gives it padded batches"
-            )
+            return self.loss_from_scores(self.packed_trie_scores(model, batch), batch.answers)
         return self.loss_from_scores(self.trie_scores(model, batch), batch)
+
+
+@dataclass
+class _Answer:
+    """What :meth:`MultiTokenNumericPenaltyLoss.true_answer` reads from an example."""
+
+    answer_type: Any
+    question: str
+    answer_text: str
+
+
+def answer_log_probs(lp: torch.Tensor, aset: AnswerSet) -> torch.Tensor:
+    """``log P(a)`` of every answer of ``aset`` from the log-softmax rows ``lp``
+    ``(n_nodes + 1, V)``: at the prompt's last token (the root), then at every trie node."""
+    device = lp.device
+    trie = aset.trie
+    step = lp[aset.parent_row.to(device), torch.from_numpy(trie.token).to(device)]
+    prefix = aset.path_matrix.to(device) @ step  # log prob of each node's token path
+    ends = lp[torch.from_numpy(trie.answer_node + 1).to(device)]
+    stop = ends[:, aset.terminal_ids.to(device)].logsumexp(dim=-1)
+    return prefix[torch.from_numpy(trie.answer_node).to(device)] + stop
