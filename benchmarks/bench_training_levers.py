@@ -15,7 +15,15 @@ the ratio against the reference arm:
   (``prompts.persona: compact``), which shortens every training sequence;
 * ``threads=1``: the reference with one thread instead of the machine's cores.
 
+With ``--multitoken`` it runs two other arms instead, both on the default run's settings with the
+``numeric_penalty_multitoken`` loss: ``packing: false`` (each example its own prompt + answer
+trie) and ``packing: true`` (one tree per respondent, the frozen-layer cache on), and prints the
+packed arm's tokens and wall time as ratios of the unpacked one's. Tokens here are the tokens
+run through the model, answer tries included (the unpacked arm's ``train_log.csv`` counts only
+its texts). ``--tiny`` swaps the model for a tiny random one (a smoke test of the script).
+
     .venv/bin/python benchmarks/bench_training_levers.py [--respondents 24] [--epochs 3]
+    .venv/bin/python benchmarks/bench_training_levers.py --multitoken [--respondents 24]
 """
 
 from __future__ import annotations
@@ -50,19 +58,67 @@ def training_examples(respondents: int, persona: str, workdir: Path):
     return examples(build_items(plan, data, splits["train"])), plan
 
 
-def arm(name: str, options, train, workdir: Path) -> dict:
+def arm(name: str, options, train, workdir: Path, loss=None) -> dict:
     from surveysim_hf.backend import HFBackend
     from surveysim_hf.losses import CrossEntropyLoss
     from surveysim_hf.train import read_train_log
 
     backend = HFBackend(options, workdir)
     start = time.perf_counter()
-    adapter = backend.fine_tune(train, [], CrossEntropyLoss(), workdir / "adapter", False)
+    loss = loss or CrossEntropyLoss()
+    adapter = backend.fine_tune(train, [], loss, workdir / "adapter", False)
     seconds = time.perf_counter() - start
     rows = [r for r in read_train_log(adapter / "train_log.csv") if r["split"] == "train"]
     tokens = sum(r["tokens"] for r in rows)
     print(f"{name}: {seconds:.1f}s, {tokens} training tokens; load {os.getloadavg()[0]:.2f}")
     return {"seconds": seconds, "tokens": tokens}
+
+
+def unpacked_trie_tokens(options, train, loss) -> int:
+    """Tokens one epoch of the multi-token penalty runs on separate examples: each example's
+    prompt + answer trie + tail (what its padded path builds)."""
+    from surveysim_hf.texts import encode_example
+    from transformers import AutoConfig, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(options.model)
+    vocab = AutoConfig.from_pretrained(options.model).vocab_size
+    loss.prepare(tokenizer)
+    total = 0
+    for example in train:
+        e = encode_example(tokenizer, example, options.loss_on, options.max_length)
+        row = {"input_ids": e.input_ids, "labels": e.labels, "answer_start": e.answer_start,
+               "answer_length": e.answer_length}  # fmt: skip
+        total += len(loss.pack_unit([row], [example], vocab)["input_ids"])
+    return total
+
+
+def multitoken_arms(opts: dict, train, work: Path, epochs: int) -> None:
+    """Packed against unpacked training with ``numeric_penalty_multitoken``."""
+    from surveysim_hf.options import HFOptions
+    from surveysim_losses.multitoken import MultiTokenNumericPenaltyLoss
+
+    results = {}
+    for name, packing in (("unpacked", False), ("packed", True)):
+        options = HFOptions(**{**opts, "packing": packing})
+        results[name] = arm(
+            f"multitoken {name}", options, train, work / name, MultiTokenNumericPenaltyLoss()
+        )
+    results["unpacked"]["tokens"] = epochs * unpacked_trie_tokens(
+        options, train, MultiTokenNumericPenaltyLoss()
+    )
+    base = results["unpacked"]
+    print()
+    print(f"## numeric_penalty_multitoken, {len(train)} answers, {epochs} epochs;"
+          f" load average at end {os.getloadavg()[0]:.2f}")  # fmt: skip
+    print()
+    print("| arm | wall s | tokens run | tokens/s | tokens vs unpacked | wall vs unpacked |")
+    print("|---|---|---|---|---|---|")
+    for name, r in results.items():
+        print(
+            f"| {name} | {r['seconds']:.1f} | {r['tokens']} | {r['tokens'] / r['seconds']:.0f} |"
+            f" {r['tokens'] / base['tokens']:.2f} | {r['seconds'] / base['seconds']:.2f} |"
+        )
+    sys.stdout.flush()
 
 
 def main() -> None:
@@ -71,6 +127,10 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--top", type=int, default=8, help="N of the top-N arms")
     parser.add_argument("--skip-threads", action="store_true")
+    parser.add_argument(
+        "--multitoken", action="store_true", help="numeric_penalty_multitoken packed vs unpacked"
+    )
+    parser.add_argument("--tiny", action="store_true", help="a tiny random model (smoke test)")
     args = parser.parse_args()
 
     import torch
@@ -80,8 +140,16 @@ def main() -> None:
           f" load {os.getloadavg()}", flush=True)  # fmt: skip
     work = Path(tempfile.mkdtemp(prefix="bench-levers-"))
     train, plan = training_examples(args.respondents, "paper", work / "data")
-    compact, _ = training_examples(args.respondents, "compact", work / "data")
     opts = dict(plan.config.backend.options)
+    if args.tiny:
+        from surveysim_hf.testing import write_tiny_model
+
+        opts["model"] = str(write_tiny_model(work / "tiny", layers=args.top + 2))
+    if args.multitoken:
+        opts.update(epochs=args.epochs, progress_bars=False, checkpoint_every=0)
+        multitoken_arms(opts, train, work, args.epochs)
+        return
+    compact, _ = training_examples(args.respondents, "compact", work / "data")
     # the reference is the trainer before these levers: LoRA on the attention of every layer
     opts.pop("lora_layers", None)
     opts["target_modules"] = ["q_proj", "k_proj", "v_proj", "o_proj"]

@@ -29,6 +29,11 @@ the digits). ``batch`` is one of the two types of :mod:`surveysim_hf.batches`:
   first answer token) and ``answers``, a ``PaddedBatch`` of the branches' examples in the order of
   ``answer_predictor >= 0``. :func:`surveysim_hf.packing.packed_logits` runs the forward pass;
   the loss must equal the one of the same examples padded (tested for the built-in losses).
+  A loss that needs its own layout of the packed sequence defines
+  ``pack_unit(rows, examples, vocab_size)``, which packs a list of encoded examples into one
+  sequence (the keys of :func:`surveysim_hf.packing.pack_examples`); the trainer then packs
+  every respondent with it (``numeric_penalty_multitoken`` adds each question's answer trie,
+  :func:`surveysim_hf.packing.pack_answer_tries`).
   For any other loss the trainer trains on padded batches, with a log line.
 
 The value returned must be a scalar to minimise; the validation loss that picks the best epoch is
