@@ -113,6 +113,42 @@ def assert_same(a: tuple[float, dict], b: tuple[float, dict]) -> None:
     assert all(float(g.abs().max()) > 0 for g in a[1].values())
 
 
+def test_layout_of_two_examples_by_hand():
+    """Prompts "ABC" and "ABD", answers "12" and "2" on the answer set {1, 2, 12}, tail "E"."""
+    from surveysim_hf.packing import pack_answer_tries
+    from surveysim_hf.testing import tiny_tokenizer
+    from surveysim_hf.tree import build_answer_trie
+
+    tokenizer = tiny_tokenizer()
+    A, B, C, D, E, one, two = (tokenizer.convert_tokens_to_ids(c) for c in "ABCDE12")
+    trie = build_answer_trie(tokenizer, ["1", "2", "12"])
+    # BFS: node 0 "1", node 1 "2" (both below the prompt), node 2 "2" below node 0 ("12")
+    assert trie.token.tolist() == [one, two, two] and trie.parent.tolist() == [-1, -1, 0]
+    first = {"input_ids": [A, B, C, one, two, E], "answer_start": 3, "answer_length": 2}
+    second = {"input_ids": [A, B, D, two, E], "answer_start": 3, "answer_length": 1}
+    for e in (first, second):  # labels on the answer and the tail (loss_on: answer)
+        e["labels"] = [-100] * 3 + e["input_ids"][3:]
+    unit = pack_answer_tries([first, second], [trie, trie], [2, 1])
+    # A B C | "1" "2" "12" | E | D | "1" "2" "12" | E
+    assert unit["input_ids"] == [A, B, C, one, two, two, E, D, one, two, two, E]
+    assert unit["parents"] == [-1, 0, 1, 2, 2, 3, 5, 1, 7, 7, 8, 9]
+    assert unit["position_ids"] == [0, 1, 2, 3, 3, 4, 5, 2, 3, 3, 4, 4]
+    labelled = {i: y for i, y in enumerate(unit["labels"]) if y != -100}
+    assert labelled == {3: one, 5: two, 6: E, 9: two, 11: E}
+    assert unit["predictor_index"][3] == 2 and unit["predictor_index"][11] == 9
+    assert unit["loss_weight"] == [0, 0, 0, 1, 0, 1, 1, 0, 0, 1, 0, 1]
+    assert unit["trie_index"] == [[2, 3, 4, 5], [7, 8, 9, 10]]
+    assert unit["answer_predictor"] == [2, 7]
+    assert unit["separate_tokens"] == 14 and unit["n_branches"] == 2
+    # whole-text loss: "B", labelled by both examples, counts twice; the root "A" never
+    for e in (first, second):
+        e["labels"] = list(e["input_ids"])
+    unit = pack_answer_tries([first, second], [trie, trie], [2, 1])
+    assert unit["loss_weight"] == [0, 2, 1, 1, 0, 1, 1, 1, 0, 1, 0, 1]
+    with pytest.raises(ValueError, match="tokenised differently"):
+        pack_answer_tries([first], [trie], [0])  # "1" is not the answer "12"
+
+
 @pytest.mark.parametrize("loss_on", ["answer", "all"])
 @pytest.mark.parametrize("settings", SETTINGS)
 def test_packed_loss_and_gradients_equal_padded(tiny, settings, loss_on):
