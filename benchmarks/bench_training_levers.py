@@ -20,10 +20,11 @@ With ``--multitoken`` it runs two other arms instead, both on the default run's 
 trie) and ``packing: true`` (one tree per respondent, the frozen-layer cache on), and prints the
 packed arm's tokens and wall time as ratios of the unpacked one's. Tokens here are the tokens
 run through the model, answer tries included (the unpacked arm's ``train_log.csv`` counts only
-its texts). ``--tiny`` swaps the model for a tiny random one (a smoke test of the script).
+its texts). ``--tiny`` swaps the model for a tiny random one (a smoke test of the script);
+``--count-only`` only tokenises and prints the tokens per epoch of both.
 
     .venv/bin/python benchmarks/bench_training_levers.py [--respondents 24] [--epochs 3]
-    .venv/bin/python benchmarks/bench_training_levers.py --multitoken [--respondents 24]
+    .venv/bin/python benchmarks/bench_training_levers.py --multitoken [--respondents 24] [--count-only]
 """
 
 from __future__ import annotations
@@ -74,14 +75,24 @@ def arm(name: str, options, train, workdir: Path, loss=None) -> dict:
     return {"seconds": seconds, "tokens": tokens}
 
 
+def model_path(options) -> str:
+    """The local folder of ``options.model`` (an alias such as the default is resolved)."""
+    from surveysim_hf.models import resolve
+
+    return resolve(options.model).path
+
+
 def unpacked_trie_tokens(options, train, loss) -> int:
     """Tokens one epoch of the multi-token penalty runs on separate examples: each example's
     prompt + answer trie + tail (what its padded path builds)."""
     from surveysim_hf.texts import encode_example
     from transformers import AutoConfig, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(options.model)
-    vocab = AutoConfig.from_pretrained(options.model).vocab_size
+    path = model_path(options)
+    tokenizer, vocab = (
+        AutoTokenizer.from_pretrained(path),
+        AutoConfig.from_pretrained(path).vocab_size,
+    )
     loss.prepare(tokenizer)
     total = 0
     for example in train:
@@ -92,11 +103,37 @@ def unpacked_trie_tokens(options, train, loss) -> int:
     return total
 
 
-def multitoken_arms(opts: dict, train, work: Path, epochs: int) -> None:
+def packed_trie_tokens(options, train, loss) -> int:
+    """Tokens one epoch of the multi-token penalty runs packed (as the trainer packs)."""
+    from surveysim_hf.texts import encode_example
+    from surveysim_hf.train import pack_by_respondent
+    from transformers import AutoConfig, AutoTokenizer
+
+    path = model_path(options)
+    tokenizer, vocab = (
+        AutoTokenizer.from_pretrained(path),
+        AutoConfig.from_pretrained(path).vocab_size,
+    )
+    loss.prepare(tokenizer)
+    encoded = [encode_example(tokenizer, e, options.loss_on, options.max_length) for e in train]
+    units = pack_by_respondent(
+        encoded, train, options.pack_max_tokens, lambda r, c: loss.pack_unit(r, c, vocab)
+    )
+    return sum(len(u["input_ids"]) for u in units)
+
+
+def multitoken_arms(opts: dict, train, work: Path, epochs: int, count_only: bool) -> None:
     """Packed against unpacked training with ``numeric_penalty_multitoken``."""
     from surveysim_hf.options import HFOptions
     from surveysim_losses.multitoken import MultiTokenNumericPenaltyLoss
 
+    if count_only:  # tokenising only: no model is loaded or trained
+        options = HFOptions(**opts)
+        unpacked = unpacked_trie_tokens(options, train, MultiTokenNumericPenaltyLoss())
+        packed = packed_trie_tokens(options, train, MultiTokenNumericPenaltyLoss())
+        print(f"numeric_penalty_multitoken, {len(train)} answers, tokens per epoch: unpacked"
+              f" {unpacked}, packed {packed} ({packed / unpacked:.2f}x)")  # fmt: skip
+        return
     results = {}
     for name, packing in (("unpacked", False), ("packed", True)):
         options = HFOptions(**{**opts, "packing": packing})
@@ -131,6 +168,9 @@ def main() -> None:
         "--multitoken", action="store_true", help="numeric_penalty_multitoken packed vs unpacked"
     )
     parser.add_argument("--tiny", action="store_true", help="a tiny random model (smoke test)")
+    parser.add_argument(
+        "--count-only", action="store_true", help="with --multitoken: count tokens, no training"
+    )
     args = parser.parse_args()
 
     import torch
@@ -147,7 +187,7 @@ def main() -> None:
         opts["model"] = str(write_tiny_model(work / "tiny", layers=args.top + 2))
     if args.multitoken:
         opts.update(epochs=args.epochs, progress_bars=False, checkpoint_every=0)
-        multitoken_arms(opts, train, work, args.epochs)
+        multitoken_arms(opts, train, work, args.epochs, args.count_only)
         return
     compact, _ = training_examples(args.respondents, "compact", work / "data")
     # the reference is the trainer before these levers: LoRA on the attention of every layer
