@@ -40,3 +40,26 @@ def test_adding_lora_raises_no_library_deprecation_warning(tmp_path):
 def test_other_warnings_still_reach_the_user():
     with pytest.warns(FutureWarning, match="something else"), library_noise("none"):
         warnings.warn("something else is deprecated", FutureWarning, stacklevel=1)
+
+
+@pytest.mark.slow  # two fresh interpreters import torch and peft
+def test_a_fresh_process_importing_peft_logs_no_4bit_kernel_warning():
+    """The message is logged once, at bitsandbytes' first import, so only a fresh interpreter
+    shows whether the silencing comes early enough."""
+    import subprocess
+    import sys
+
+    code = (
+        "import logging; logging.basicConfig(level=logging.WARNING)\n"
+        "from surveysim_hf.quiet import library_noise\n"
+        "with library_noise({q!r}):\n"
+        "    import peft\n"
+        "import bitsandbytes\n"
+    )
+    quiet = subprocess.run([sys.executable, "-c", code.format(q="none")],
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    assert "gemm_4bit" not in quiet.stderr
+    loud = subprocess.run([sys.executable, "-c", code.format(q="nf4")],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    if "gemm_4bit" not in loud.stderr:
+        pytest.skip("this bitsandbytes logs no missing-kernel warning on import")

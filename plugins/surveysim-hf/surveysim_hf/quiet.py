@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import logging
 import warnings
 from collections.abc import Iterator
@@ -24,6 +26,10 @@ def library_noise(quantization: str) -> Iterator[None]:
     level = logger.level
     if quantization == "none":
         logger.setLevel(logging.ERROR)
+        # bitsandbytes logs it once, when first imported (by peft, by transformers): import it
+        # here, where it is silenced, so that no later import outside this block says it
+        with contextlib.suppress(ImportError):
+            importlib.import_module("bitsandbytes")
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings(

@@ -449,7 +449,10 @@ class Trainer:
     def build_model(self) -> None:
         """LoRA adapters, optimizer and scheduler, restored from the checkpoint when resuming,
         then the random state."""
-        from peft import set_peft_model_state_dict
+        from surveysim_hf.quiet import library_noise
+
+        with library_noise(self.options.quantization):  # peft imports bitsandbytes
+            from peft import set_peft_model_state_dict
 
         options, accelerator, state = self.options, self.accelerator, self.checkpoint
         torch.manual_seed(options.seed)
