@@ -275,19 +275,24 @@ def train_run(
     plugins: Any,
     base: Path | None = None,
 ) -> Path:
-    """Fine-tune with ``surveysim run``; a finished run in ``out/run`` is reused."""
+    """Fine-tune with ``surveysim run``; a finished run in ``out/run`` is reused, an interrupted
+    one resumed (from its training checkpoint and the result cache)."""
     from surveysim_core.run import execute
 
     run_dir = out / "run"
-    if (run_dir / "status.json").exists():
+    status = run_dir / "status.json"
+    if status.exists() and json.loads(status.read_text()).get("finished"):
         print(f"reusing the finished run {run_dir}", file=sys.stderr)
         return run_dir
+    resume = run_dir.exists()
+    if resume:
+        print(f"resuming the unfinished run {run_dir}", file=sys.stderr)
     if quick and model is None:
         from surveysim_hf.testing import write_tiny_model
 
         write_tiny_model(out / "tiny-model")
     config = run_config(survey, train_csv, out, quick, model, base)
-    execute(config, "pilot_validation", plugins, run_dir=str(run_dir))
+    execute(config, "pilot_validation", plugins, resume=resume, run_dir=str(run_dir))
     return run_dir
 
 

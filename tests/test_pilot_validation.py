@@ -197,3 +197,20 @@ def test_human_sample_shift_by_hand(pv, tmp_path):
     (tmp_path / "splits.csv").write_text("subject_id,split\na,train\nb,test\nc,test\n")
     assert pv.run_subjects(tmp_path, "test") == {"b", "c"}
     assert pv.run_subjects(tmp_path / "none", "test") is None
+
+
+def test_an_unfinished_training_run_is_resumed_and_a_finished_one_reused(pv, tmp_path,
+                                                                       monkeypatch):  # fmt: skip
+    import surveysim_core.run as core_run
+
+    calls = []
+    monkeypatch.setattr(pv, "run_config", lambda *a, **k: "config")
+    monkeypatch.setattr(core_run, "execute", lambda *a, **k: calls.append(k["resume"]))
+    train = tmp_path / "train.csv"
+    pv.train_run("evshift", train, tmp_path, False, None, None)  # nothing there: a new run
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "status.json").write_text(json.dumps({"finished": False}))
+    pv.train_run("evshift", train, tmp_path, False, None, None)  # interrupted: resumed
+    (tmp_path / "run" / "status.json").write_text(json.dumps({"finished": True}))
+    assert pv.train_run("evshift", train, tmp_path, False, None, None) == tmp_path / "run"
+    assert calls == [False, True]  # the finished run is not run again
