@@ -217,20 +217,10 @@ def pack_trie(examples: Sequence[dict], prefix_loss: str = "per_branch") -> dict
         answer_predictor.append(path[start - 1])
     if labels[0] != IGNORE:  # the root token has no predictor
         labels[0], weights[0] = IGNORE, 0.0
-    depth = np.zeros(len(parents), dtype=np.int64)
-    for i, p in enumerate(parents):
-        depth[i] = depth[p] + 1 if p >= 0 else 0
-    return {
-        "input_ids": input_ids,
-        "parents": parents,
-        "position_ids": depth.tolist(),
-        "labels": labels,
-        "predictor_index": [p if y != IGNORE else -1 for p, y in zip(parents, labels, strict=True)],
-        "loss_weight": weights,
-        "n_branches": len(examples),
-        "separate_tokens": sum(len(e["input_ids"]) for e in examples),
-        "answer_predictor": answer_predictor,
-    }
+    return _tree_unit(
+        input_ids, parents, labels, weights, len(examples),
+        sum(len(e["input_ids"]) for e in examples), answer_predictor,
+    )  # fmt: skip
 
 
 def pack_answer_tries(
@@ -313,6 +303,23 @@ def pack_answer_tries(
         answer_predictor.append(root)
         trie_index.append([root, *range(offset, offset + trie.n_nodes)])
         separate += start + trie.n_nodes + len(ids) - start - length
+    unit = _tree_unit(
+        input_ids, parents, labels, weights, len(examples), separate, answer_predictor
+    )
+    return {**unit, "trie_index": trie_index}
+
+
+def _tree_unit(
+    input_ids: list[int],
+    parents: list[int],
+    labels: list[int],
+    weights: list[float],
+    n_branches: int,
+    separate_tokens: int,
+    answer_predictor: list[int],
+) -> dict[str, list]:
+    """A packed unit from a token tree: depth position ids, and each label's predictor (its
+    parent) for :func:`collate_packed`."""
     depth = np.zeros(len(parents), dtype=np.int64)
     for i, p in enumerate(parents):
         depth[i] = depth[p] + 1 if p >= 0 else 0
@@ -323,10 +330,9 @@ def pack_answer_tries(
         "labels": labels,
         "predictor_index": [p if y != IGNORE else -1 for p, y in zip(parents, labels, strict=True)],
         "loss_weight": weights,
-        "n_branches": len(examples),
-        "separate_tokens": separate,
+        "n_branches": n_branches,
+        "separate_tokens": separate_tokens,
         "answer_predictor": answer_predictor,
-        "trie_index": trie_index,
     }
 
 
