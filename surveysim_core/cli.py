@@ -93,16 +93,46 @@ def validate(config_file: str, overrides: tuple[str, ...]) -> None:
     found without network, ...) run.
     """
     from surveysim_core.config import load_config
+    from surveysim_core.errors import ConfigError
     from surveysim_core.preflight import preflight
     from surveysim_core.run import plan_run
 
-    config = load_config(config_file, overrides)
+    try:
+        config = load_config(config_file, overrides)
+    except ConfigError as err:
+        hint = _simulate_config_hint(config_file)
+        if hint is None:
+            raise
+        raise ConfigError(f"{err}\n{hint}") from err
     plugins = _plugins()
     with plugins.options_only():
         plan = plan_run(config, config_file, plugins)
     preflight(plan)
     questions = ", ".join(plan.answer_types)
     click.echo(f"{config_file}: valid (survey {plan.survey.name}: {questions})")
+
+
+#: keys that only a ``surveysim simulate`` / ``pilot`` configuration has
+SIMULATE_KEYS = frozenset({"population", "statements", "pre_question", "questions", "segments"})
+
+
+def _simulate_config_hint(config_file: str) -> str | None:
+    """A hint when ``config_file`` is a simulate/pilot configuration given to ``validate``."""
+    import yaml
+
+    try:
+        raw = yaml.safe_load(Path(config_file).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return None
+    if not isinstance(raw, dict) or not SIMULATE_KEYS & set(raw):
+        return None
+    command = "pilot" if "pre_question" in raw else "simulate"
+    return (
+        f"{config_file} is a `surveysim {command}` configuration (it has"
+        f" {', '.join(sorted(SIMULATE_KEYS & set(raw)))}); `surveysim validate` checks run"
+        f" configurations. `surveysim {command} {config_file}` checks it in full before it loads"
+        " a model."
+    )
 
 
 @cli.command()

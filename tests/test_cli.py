@@ -331,3 +331,21 @@ def test_a_full_disk_outside_the_atomic_writers_is_exit_7_not_a_traceback(
 
     with pytest.raises(ValueError, match="a bug"):
         main()
+
+
+def test_validate_says_a_pilot_config_is_checked_by_pilot(runner, cli):
+    result = runner.invoke(cli, ["validate", str(REPO / "surveys" / "pilot-example.yaml")])
+    assert result.exit_code != 0
+    message = str(result.exception)
+    assert "unknown key" in message  # the error itself stays
+    assert "is a `surveysim pilot` configuration" in message
+    assert "surveysim pilot " in message
+
+
+def test_validate_gives_no_pilot_hint_for_a_broken_run_config(tmp_path, runner, cli):
+    path = tmp_path / "run.yaml"
+    path.write_text("survey: evshift\nsplitt: {}\n", encoding="utf-8")
+    result = runner.invoke(cli, ["validate", str(path)])
+    assert result.exit_code != 0
+    assert "splitt" in str(result.exception)
+    assert "checks run configurations" not in str(result.exception)
