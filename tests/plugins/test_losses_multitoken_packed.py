@@ -23,6 +23,7 @@ from surveysim_hf.train import add_lora, pack_by_respondent, read_train_log
 from surveysim_losses.multitoken import MultiTokenNumericPenaltyLoss
 from surveysim_losses.options import MultiTokenNumericPenaltyOptions
 from surveysim_std.answer_types import IntegerAnswer, IntegerOptions
+from test_losses_multitoken import brute_force_probability
 
 from surveysim_core.protocols import Example, Prompt
 
@@ -212,20 +213,6 @@ def test_respondent_memory_packs_the_conversation_once(tiny):
     assert_same(loss_and_grads(model, fn, packed), loss_and_grads(model, fn, padded))
     # a three-turn conversation costs about its own length plus the tries, not its prefixes
     assert packed.tokens() < 0.6 * sum(u["separate_tokens"] for u in units)
-
-
-def brute_force_probability(model, tokenizer, prompt_ids, answer: str) -> float:
-    """P(answer) by plain causal forward passes (as in test_losses_multitoken.py)."""
-    answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
-    ids = torch.tensor([prompt_ids + answer_ids])
-    with torch.no_grad():
-        probs = torch.softmax(model(input_ids=ids).logits[0].double(), -1)
-    p = 1.0
-    for k, token in enumerate(answer_ids):
-        p *= float(probs[len(prompt_ids) - 1 + k, token])
-    last = probs[-1]
-    digit = [i for i in range(len(last)) if tokenizer.decode([i])[:1].isdigit()]
-    return p * (1.0 - float(last[digit].sum()))
 
 
 def test_packed_answer_probabilities_equal_brute_force(tiny):

@@ -208,12 +208,9 @@ class MultiTokenNumericPenaltyLoss(Loss):
             labels = batch.labels[b, :n].tolist()
             start, length = int(batch.answer_start[b]), int(batch.answer_length[b])
             question = batch.questions[b] if batch.questions else "?"
-            aset = self.answer_set(batch.answer_types[b], question, vocab)
-            trie = aset.trie
             answer = batch.answer_texts[b]
-            if answer not in trie.answers:
-                raise ValueError(f"answer {answer!r} of question {question!r} is not in its set")
-            index = trie.answers.index(answer)
+            aset, index = self.true_answer(_Answer(batch.answer_types[b], question, answer), vocab)
+            trie = aset.trie
             if ids[start : start + length] != trie.answer_tokens[index]:
                 raise ValueError(
                     f"answer {answer!r} is tokenised differently in the training text"
