@@ -161,3 +161,30 @@ def test_fully_virtual_respondents_carry_their_own_answers(tmp_path):
     assert histories[("a", "question 2")] == (("question 0", "3"), ("question 1", "4"))
     assert histories[("b", "question 1")] == (("question 0", "3"),)
     assert answers[1.0].distribution.probs[2, 5] == 1.0
+
+
+def test_a_conversation_longer_than_pack_max_tokens_is_split_between_turns():
+    """Each turn extends the one before (respondent memory). Whole, the trie holds 1 + 3 + 3
+    + 3 = 10 tokens; with a limit of 7 the first two turns (7 tokens) make one unit and the
+    third, on its own, a second: each unit is the token trie of its turns, members in order."""
+    from types import SimpleNamespace
+
+    from surveysim_hf.packing import pack_trie
+    from surveysim_hf.train import pack_by_respondent
+
+    turns = [[1, 2, 3, 4], [1, 2, 3, 4, 5, 6, 7], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]]
+    encoded = [
+        SimpleNamespace(input_ids=t, labels=[-100] * (len(t) - 1) + [t[-1]],
+                        answer_start=len(t) - 1, answer_length=1)
+        for t in turns
+    ]  # fmt: skip
+    examples = [SimpleNamespace(subject_id="r1") for _ in turns]
+    rows = [{"input_ids": e.input_ids, "labels": e.labels, "answer_start": e.answer_start,
+             "answer_length": e.answer_length} for e in encoded]  # fmt: skip
+    assert len(pack_trie(rows)["input_ids"]) == 10
+    units = pack_by_respondent(encoded, examples, max_tokens=10)
+    assert [u["members"] for u in units] == [[0, 1, 2]]
+    units = pack_by_respondent(encoded, examples, max_tokens=7)
+    assert [u["members"] for u in units] == [[0, 1], [2]]
+    assert units[0]["input_ids"] == pack_trie(rows[:2])["input_ids"] == [1, 2, 3, 4, 5, 6, 7]
+    assert units[1]["input_ids"] == pack_trie(rows[2:])["input_ids"]

@@ -126,28 +126,24 @@ def pack_by_respondent(
             }
             for i in members
         ]
-        if pack is not None:
+        layout = pack
+        if layout is None and is_conversation(rows):
+            # respondent memory: the history once, in a token trie (too long: split between turns)
+            layout = _trie_only
+        if layout is not None:
             units.extend(
-                _pack_split(rows, [examples[i] for i in members], members, max_tokens, pack)
+                _pack_split(rows, [examples[i] for i in members], members, max_tokens, layout)
             )
             continue
-        if is_conversation(rows):  # respondent memory: the history once, in a token trie
-            whole = pack_trie(rows)
-            packs = [whole] if len(whole["input_ids"]) <= max_tokens else []
-            chunk: list[dict] = []
-            for row in rows if not packs else []:  # too long: split between turns
-                if chunk and len(pack_trie([*chunk, row])["input_ids"]) > max_tokens:
-                    packs.append(pack_trie(chunk))
-                    chunk = []
-                chunk.append(row)
-            if chunk:
-                packs.append(pack_trie(chunk))
-        else:
-            packs = pack_respondent(rows, max_tokens)
+        packs = pack_respondent(rows, max_tokens)
         for unit in packs:  # pack_respondent keeps the order and splits between examples
             unit["members"], members = members[: unit["n_branches"]], members[unit["n_branches"] :]
         units.extend(packs)
     return units
+
+
+def _trie_only(rows: list[dict[str, Any]], _examples: list[Example]) -> dict[str, Any]:
+    return pack_trie(rows)
 
 
 def _pack_split(
