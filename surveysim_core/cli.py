@@ -130,8 +130,8 @@ def _simulate_config_hint(config_file: str) -> str | None:
     return (
         f"{config_file} is a `surveysim {command}` configuration (it has"
         f" {', '.join(sorted(SIMULATE_KEYS & set(raw)))}); `surveysim validate` checks run"
-        f" configurations. `surveysim {command} {config_file}` checks it in full before it loads"
-        " a model."
+        f" configurations. `surveysim {command} --check {config_file}` checks it in full"
+        " without loading a model."
     )
 
 

@@ -339,7 +339,7 @@ def test_validate_says_a_pilot_config_is_checked_by_pilot(runner, cli):
     message = str(result.exception)
     assert "unknown key" in message  # the error itself stays
     assert "is a `surveysim pilot` configuration" in message
-    assert "surveysim pilot " in message
+    assert "surveysim pilot --check " in message
 
 
 def test_validate_gives_no_pilot_hint_for_a_broken_run_config(tmp_path, runner, cli):

@@ -695,3 +695,69 @@ def test_with_respondent_memory_the_shift_is_within_person(town, tmp_path, perso
     assert all(len(v) == 1 for v in by_persona.values())
     for system, (earlier,) in by_persona.items():
         assert earlier == "3" if "region: North" in system else earlier in {"2", "4"}
+
+
+def test_check_says_what_a_pilot_would_answer_and_loads_nothing(
+    global_plugins, runner, tmp_path, personas_csv, monkeypatch
+):
+    """``pilot --check`` loads no model and writes nothing, and its count of answers already in
+    the cache is the one the pilot then reuses: after a pilot interrupted on its third chunk (one
+    persona per chunk), two of four chunks (6 of 12 prompts) are cached."""
+    import surveysim_pilot.simulate as sim
+
+    from surveysim_core.cli import build_cli
+
+    monkeypatch.setattr(sim, "ANSWER_CHUNK", 1)
+    global_plugins.register(TownPlugin(), "town-plugin")
+    try:
+        cfg = tmp_path / "pilot.yaml"
+        cfg.write_text(yaml.safe_dump(pilot_config(tmp_path, personas_csv)))
+        FakeBackend.loaded.clear()
+        result = runner.invoke(build_cli(), ["pilot", str(cfg), "--check"])
+        assert result.exit_code == 0, result.output
+        assert FakeBackend.loaded == []
+        assert not (tmp_path / "out").exists()
+        # weights 0.4, 0.1, 0.2, 0.3: Kish n = 1 / 0.30 = 3.3
+        assert "4 personas (table), effective sample size 3" in result.stdout
+        assert "1 survey questions, 2 statements (2 new)" in result.stdout
+        assert "12 prompts in 4 chunks of 1 personas; 0 already in the result cache" in (
+            result.stdout
+        )
+        assert "difference of population means" in result.stdout
+
+        calls = 0
+        real = FakeModel.answer_distribution
+
+        def dies_on_third(self, prompts, answers, temperatures):
+            nonlocal calls
+            calls += 1
+            if calls == 3:
+                raise KeyboardInterrupt
+            return real(self, prompts, answers, temperatures)
+
+        monkeypatch.setattr(FakeModel, "answer_distribution", dies_on_third)
+        with pytest.raises(KeyboardInterrupt):
+            pilot(
+                PilotConfig.model_validate(pilot_config(tmp_path, personas_csv)),
+                "c",
+                global_plugins,
+            )
+        result = runner.invoke(build_cli(), ["pilot", str(cfg), "--check"])
+        assert "6 already in the result cache, 6 to answer" in result.stdout, result.output
+
+        # a simulate config is checked by simulate --check; a bad segment is named as in a run
+        bad = pilot_config(tmp_path, personas_csv, segments=["planet"])
+        cfg.write_text(yaml.safe_dump(bad))
+        result = runner.invoke(build_cli(), ["pilot", str(cfg), "--check"])
+        assert result.exit_code != 0 and "planet" in str(result.exception or result.output)
+        sim_cfg = pilot_config(tmp_path, personas_csv, questions=["pre"])
+        del sim_cfg["pre_question"], sim_cfg["statements"]
+        cfg.write_text(yaml.safe_dump(sim_cfg))
+        result = runner.invoke(build_cli(), ["simulate", str(cfg), "--check"])
+        assert result.exit_code == 0, result.output
+        # a chunk is keyed by all its prompts: the pre question alone is not the pilot's chunk
+        assert "4 prompts in 4 chunks of 1 personas; 0 already in the result cache" in (
+            result.stdout
+        )
+    finally:
+        global_plugins.unregister("town-plugin")

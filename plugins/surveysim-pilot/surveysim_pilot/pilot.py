@@ -29,6 +29,7 @@ from surveysim_pilot.simulate import (
     Prepared,
     answer,
     answer_and_write,
+    check_summary,
     interval,
     item_prompts,
     normalised,
@@ -101,6 +102,19 @@ def prepare_pilot(
                 f" answers as pre_question {config.pre_question} to compute a shift"
             )
     return prepared
+
+
+def check_pilot(
+    config: PilotConfig, source: str, plugins: Plugins, progress: Progress | None = None
+) -> list[str]:
+    """:func:`check_summary` of a pilot, with the shift's basis; loads no model, writes nothing."""
+    prepared = prepare_pilot(config, source, plugins, progress)
+    memory = bool(prepared.plan.config.prompts.memory)
+    deferred = frozenset(i.id for i in prepared.items if memory and i.statement is not None)
+    return [
+        *check_summary(prepared, deferred),
+        f"shift: {WITHIN_PERSON_BASIS if memory else SHIFT_BASIS}",
+    ]
 
 
 def rise_probability(pre: np.ndarray, post: np.ndarray) -> np.ndarray:

@@ -6,10 +6,22 @@ import click
 
 from surveysim_core import hookimpl
 
+CHECK_HELP = (
+    "Check the configuration in full (survey, run, population, statements, segments), say how"
+    " many answers are already in the result cache, and stop: no model is loaded, nothing written."
+)
+
+
+def _report_check(config_file: str, lines: list[str]) -> None:
+    click.echo(f"{config_file}: OK; nothing was loaded or written")
+    for line in lines:
+        click.echo(f"  {line}")
+
 
 @click.command()
 @click.argument("config_file", type=click.Path(dir_okay=False))
-def simulate(config_file: str) -> None:
+@click.option("--check", is_flag=True, help=CHECK_HELP)
+def simulate(config_file: str, check: bool) -> None:
     """Answer survey items and new statements for a virtual population (exact decoder).
 
     Writes personas.csv, items.csv, distributions.parquet (per persona) and segments.csv
@@ -19,16 +31,22 @@ def simulate(config_file: str) -> None:
     from surveysim_core.protocols import Progress
     from surveysim_core.rundir import stderr_progress
     from surveysim_pilot.config import SimulateConfig, load
+    from surveysim_pilot.simulate import check_summary, prepare
     from surveysim_pilot.simulate import simulate as run_simulate
 
     config = load(config_file, SimulateConfig)
+    if check:
+        prepared = prepare(config, config_file, get_plugins(), Progress(stderr_progress))
+        _report_check(config_file, check_summary(prepared))
+        return
     out = run_simulate(config, config_file, get_plugins(), Progress(stderr_progress))
     click.echo(f"Results: {out} (distributions.parquet, segments.csv)")
 
 
 @click.command()
 @click.argument("config_file", type=click.Path(dir_okay=False))
-def pilot(config_file: str) -> None:
+@click.option("--check", is_flag=True, help=CHECK_HELP)
+def pilot(config_file: str, check: bool) -> None:
     """Pilot intervention statements: predicted shift per statement and segment, and rankings.
 
     Writes what simulate writes plus shifts.csv and report.html (heatmap, ranked bars).
@@ -37,9 +55,14 @@ def pilot(config_file: str) -> None:
     from surveysim_core.protocols import Progress
     from surveysim_core.rundir import stderr_progress
     from surveysim_pilot.config import PilotConfig, load
+    from surveysim_pilot.pilot import check_pilot
     from surveysim_pilot.pilot import pilot as run_pilot
 
     config = load(config_file, PilotConfig)
+    if check:
+        progress = Progress(stderr_progress)
+        _report_check(config_file, check_pilot(config, config_file, get_plugins(), progress))
+        return
     out = run_pilot(config, config_file, get_plugins(), Progress(stderr_progress))
     click.echo(ranking_table(out / "shifts.csv"))
     click.echo(f"\nResults: {out} (shifts.csv, report.html)")

@@ -306,18 +306,13 @@ def answer(
             f"{prepared.source}: system: the backend's model {type(model).__name__} has no exact"
             " answer_distribution"
         )
-    plan = prepared.plan
     personas = prepared.population.personas
     t = float(prepared.config.system.temperature)
-    groups: dict[tuple, list[Item]] = {}
-    for item in prepared.items:
-        at = plan.answer_types[item.question]
-        groups.setdefault(tuple(at.labels), []).append(item)
     out: dict[str, np.ndarray] = {}
     n = len(personas)
     cache = Cache(cache_root(), progress)
     system = prepared.system.fingerprint()
-    for labels, members in groups.items():
+    for labels, members in answer_groups(prepared).items():
         prompts = item_prompts(prepared, members)
         if history is not None:
             prompts = [Prompt(p.system, p.user, history[k % n]) for k, p in enumerate(prompts)]
@@ -340,6 +335,37 @@ def answer(
 #: personas per resumable chunk of answers (every item for each of them, so that a backend
 #: still shares each persona's prefix across its items)
 ANSWER_CHUNK = 10
+#: the result-cache kind of answered chunks
+ANSWER_KIND = "simulate-answers"
+
+
+def answer_groups(prepared: Prepared) -> dict[tuple[str, ...], list[Item]]:
+    """The items by answer set: items whose questions share one are asked in one call."""
+    groups: dict[tuple[str, ...], list[Item]] = {}
+    for item in prepared.items:
+        groups.setdefault(tuple(prepared.plan.answer_types[item.question].labels), []).append(item)
+    return groups
+
+
+def answer_chunks(
+    prompts: list[Prompt], labels: list[str], t: float, n_items: int, n_personas: int, system: str
+) -> list[tuple[int, int, list[int], str]]:
+    """The resumable chunks of item-major ``prompts``: ``(first persona, stop, prompt rows,
+    cache key)``, ``ANSWER_CHUNK`` personas each; the key covers the system fingerprint, the
+    temperature, the answer set and the chunk's prompts (with their history)."""
+    chunks = []
+    for start in range(0, n_personas, ANSWER_CHUNK):
+        stop = min(start + ANSWER_CHUNK, n_personas)
+        rows = [k * n_personas + p for k in range(n_items) for p in range(start, stop)]
+        key = digest(
+            "answers",
+            system,
+            t,
+            labels,
+            [(prompts[i].system, prompts[i].user, list(prompts[i].history)) for i in rows],
+        )
+        chunks.append((start, stop, rows, key))
+    return chunks
 
 
 def answer_in_chunks(
@@ -357,16 +383,11 @@ def answer_in_chunks(
     ``k * n_personas + p``), ``ANSWER_CHUNK`` personas at a time; each chunk is read from or
     written to ``cache``, so that an interrupted call resumes where it stopped."""
     out = np.full((len(prompts), len(labels)), np.nan)
-    starts = list(range(0, n_personas, ANSWER_CHUNK))
+    chunks = answer_chunks(prompts, labels, t, n_items, n_personas, system)
     reused = 0
-    for number, start in enumerate(starts, 1):
-        stop = min(start + ANSWER_CHUNK, n_personas)
-        rows = [k * n_personas + p for k in range(n_items) for p in range(start, stop)]
+    for number, (start, stop, rows, key) in enumerate(chunks, 1):
         chunk = [prompts[i] for i in rows]
-        key = digest(
-            "answers", system, t, labels, [(p.system, p.user, list(p.history)) for p in chunk]
-        )
-        entry = cache.entry("simulate-answers", key)
+        entry = cache.entry(ANSWER_KIND, key)
         if entry is not None:
             with np.load(entry / "probs.npz", allow_pickle=False) as saved:
                 probs = saved["probs"]
@@ -376,17 +397,66 @@ def answer_in_chunks(
             if probs.shape != (len(chunk), len(labels)):
                 return probs  # the caller names the wrong shape
             cache.put(
-                "simulate-answers",
+                ANSWER_KIND,
                 key,
                 lambda folder, probs=probs: np.savez(folder / "probs.npz", probs=probs),
             )
         out[rows] = probs
-        if len(starts) > 1:
+        if len(chunks) > 1:
             progress(
                 f"personas {start + 1}-{stop} of {n_personas} answered (chunk {number} of"
-                f" {len(starts)}; {reused} read from the cache)"
+                f" {len(chunks)}; {reused} read from the cache)"
             )
     return out
+
+
+def check_summary(prepared: Prepared, deferred: frozenset[str] = frozenset()) -> list[str]:
+    """What simulate (or pilot) would do with a checked configuration, as lines for the terminal:
+    the population, items, segments, system and how many answer chunks the result cache already
+    holds. Loads no model and writes nothing. ``deferred``: item ids whose prompts depend on
+    answers drawn during the run (respondent memory); they are counted, not looked up."""
+    population = prepared.population
+    w = population.weights
+    items = prepared.items
+    statements = [i for i in items if i.statement is not None]
+    system = prepared.system
+    lines = [
+        f"population: {len(population)} personas ({prepared.config.population.source}),"
+        f" effective sample size {1.0 / float(np.sum(w**2)):.0f} (Kish, from the weights)",
+        f"items: {len(items) - len(statements)} survey questions, {len(statements)} statements"
+        f" ({sum(i.new for i in statements)} new)",
+        f"segments: {', '.join(prepared.segments) or '(whole population only)'}",
+        f"system: {system.label} ({system.name}"
+        + (f", adapter {system.adapter}" if system.adapter is not None else ", no adapter")
+        + f"), temperature {float(prepared.config.system.temperature):g}",
+    ]
+    cache = Cache(cache_root())
+    t = float(prepared.config.system.temperature)
+    n = len(population)
+    total = cached = later = 0
+    chunks = 0
+    for labels, members in answer_groups(prepared).items():
+        now = [i for i in members if i.id not in deferred]
+        later += n * (len(members) - len(now))
+        if not now:
+            continue
+        prompts = item_prompts(prepared, now)
+        for _, _, rows, key in answer_chunks(
+            prompts, list(labels), t, len(now), n, system.fingerprint()
+        ):
+            chunks += 1
+            total += len(rows)
+            cached += len(rows) if cache.has(ANSWER_KIND, key) else 0
+    lines.append(
+        f"answers: {total} prompts in {chunks} chunks of {ANSWER_CHUNK} personas;"
+        f" {cached} already in the result cache, {total - cached} to answer"
+    )
+    if later:
+        lines.append(
+            f"  and {later} prompts after each persona's drawn pre-intervention answer (respondent"
+            " memory): looked up in the cache once drawn"
+        )
+    return lines
 
 
 def normalised(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
