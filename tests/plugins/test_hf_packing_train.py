@@ -137,3 +137,20 @@ def test_a_0_1_loss_without_packed_support_trains_with_a_warning(tiny_model, tmp
     separate_rows = read_train_log(separate / "train_log.csv")
     assert [r["tokens"] for r in rows] == [r["tokens"] for r in separate_rows]
     assert [r["loss"] for r in rows] == [r["loss"] for r in separate_rows]
+
+
+def test_a_packed_batch_holds_at_most_batch_size_answers_on_average():
+    from surveysim_hf.train import respondents_per_batch
+
+    # the validation data: 400 respondents, 2397 answers (6 each) or, with 5 statements held out,
+    # 2111 (5.3 each): one respondent a step either way (rounding gave 1 and 2, halving the steps)
+    assert respondents_per_batch(8, 2397, 400) == 1
+    assert respondents_per_batch(8, 2111, 400) == 1
+    assert respondents_per_batch(16, 2397, 400) == 2  # 12 answers, not 18
+    assert respondents_per_batch(12, 2400, 400) == 2  # exactly 12
+    assert respondents_per_batch(3, 2400, 400) == 1  # a respondent is never cut
+    for batch in range(1, 40):
+        for examples in (400, 1000, 2111, 2397, 4000):
+            units = respondents_per_batch(batch, examples, 400)
+            assert units == 1 or units * examples / 400 <= batch
+            assert (units + 1) * examples / 400 > batch

@@ -98,6 +98,17 @@ def rank_slice(chunk: list[int], rank: int, world: int) -> tuple[list[int], floa
     return mine, 1.0
 
 
+def respondents_per_batch(batch_size: int, examples: int, units: int) -> int:
+    """Packed units (respondents) per forward pass: as many as hold at most ``batch_size``
+    examples on average, at least one.
+
+    Rounding down, not to the nearest, keeps the optimizer steps per epoch from halving when
+    respondents answer a few items fewer: with ``batch_size`` 8, 6 answers a respondent and 5.3
+    (a held-out statement's answers removed) both give one respondent a step, where rounding
+    gave one and two."""
+    return max(1, int(batch_size * units // max(examples, 1)))
+
+
 def pack_by_respondent(
     encoded: Sequence[EncodedExample],
     examples: Sequence[Example],
@@ -416,10 +427,11 @@ class Trainer:
                 True: units,
                 False: pack_by_respondent(val_encoded, val, options.pack_max_tokens, pack),
             }
-            # about batch_size examples per forward pass, as without packing
-            per_unit = len(train) / len(units)
-            self.unit_batch = max(1, round(options.batch_size / per_unit))
-            self.eval_unit_batch = max(1, round(options.eval_batch_size / per_unit))
+            # at most batch_size examples per forward pass (on average), as without packing
+            self.unit_batch = respondents_per_batch(options.batch_size, len(train), len(units))
+            self.eval_unit_batch = respondents_per_batch(
+                options.eval_batch_size, len(train), len(units)
+            )
             # against the same examples unpacked (for a loss with answer tries: with theirs)
             saved = 1 - sum(len(u["input_ids"]) for u in units) / sum(
                 u["separate_tokens"] for u in units
