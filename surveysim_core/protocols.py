@@ -163,6 +163,10 @@ class Backend:
     #: options that only matter to training: a kind that does not train ignores them, so that
     #: a sweep over them shares one zero-shot pass
     training_options: ClassVar[frozenset[str]] = frozenset()
+    #: bumped by the backend when its training produces another adapter from the same options
+    #: and data (a fixed bug, a changed batching): the cache then trains again instead of
+    #: reusing adapters trained before (and their answers); empty: no version
+    training_version: ClassVar[str] = ""
 
     def __init__(self, options: BaseModel | None, run_dir: Path, plugins: Any, progress: Progress):
         self.options = options
@@ -200,7 +204,8 @@ class Backend:
         (systems with equal settings share one answer pass)."""
         if not cls.trains(kind):
             return {"options": {k: v for k, v in options.items() if k not in cls.training_options}}
-        return {"options": options, "loss": loss}
+        version = {"training_version": cls.training_version} if cls.training_version else {}
+        return {"options": options, "loss": loss, **version}
 
     def adapter_for(
         self,

@@ -339,3 +339,22 @@ def test_a_run_records_its_forward_throughput_in_status_and_report(tmp_path, tea
     assert "forward throughput (fine_tuned)" in (done.dir / "report.html").read_text()
     # baselines run no model: no forward throughput
     assert not (done.dir / "systems" / "constant" / "throughput.json").exists()
+
+
+def test_a_new_training_version_trains_again_and_keeps_the_zero_shot_answers(
+    tmp_path, teacher_plugins, monkeypatch
+):
+    """A backend that bumps ``training_version`` (its training now makes another adapter from
+    the same options and data) gets a new adapter, not the cached one; the zero-shot system,
+    which trains nothing, keeps its cached answers."""
+    cfg = config(tmp_path, [], [0.0])
+    run(cfg, teacher_plugins, tmp_path / "a")
+    assert len(Calls.trainings) == 1
+    Calls.generations = []
+    run(cfg, teacher_plugins, tmp_path / "b")
+    assert len(Calls.trainings) == 1 and Calls.generations == []  # all from the cache
+
+    monkeypatch.setattr(TeacherBackend, "training_version", "2")
+    run(cfg, teacher_plugins, tmp_path / "c")
+    assert len(Calls.trainings) == 2
+    assert Calls.generations == [("4", 0.0)]  # the new adapter answers; zero-shot does not

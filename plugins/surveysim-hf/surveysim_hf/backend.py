@@ -24,6 +24,9 @@ class HFBackend(Backend):
     Options = HFOptions
     #: the pre-trained model, and the model with a LoRA adapter trained on the training split
     system_kinds = ("zero_shot", "fine_tuned")
+    #: 2: a packed batch holds at most batch_size answers on average (it was rounded to the
+    #: nearest respondent, which halved the steps of some runs)
+    training_version = "2"
     training_options = frozenset(
         {
             "lora_r", "lora_alpha", "lora_dropout", "target_modules", "epochs", "learning_rate",
