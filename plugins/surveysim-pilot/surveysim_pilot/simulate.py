@@ -433,6 +433,7 @@ def check_summary(prepared: Prepared, deferred: frozenset[str] = frozenset()) ->
     cache = Cache(cache_root())
     t = float(prepared.config.system.temperature)
     n = len(population)
+    fingerprint = system.fingerprint()  # hashes the adapter's files: once
     total = cached = later = 0
     chunks = 0
     for labels, members in answer_groups(prepared).items():
@@ -441,9 +442,7 @@ def check_summary(prepared: Prepared, deferred: frozenset[str] = frozenset()) ->
         if not now:
             continue
         prompts = item_prompts(prepared, now)
-        for _, _, rows, key in answer_chunks(
-            prompts, list(labels), t, len(now), n, system.fingerprint()
-        ):
+        for _, _, rows, key in answer_chunks(prompts, list(labels), t, len(now), n, fingerprint):
             chunks += 1
             total += len(rows)
             cached += len(rows) if cache.has(ANSWER_KIND, key) else 0
