@@ -16,15 +16,29 @@ The split works on decoders that keep their blocks in ``layers`` and their final
 (Llama, Mistral, Qwen, SmolLM, Phi-3, OLMo, ...): it swaps those attributes for the duration of a
 forward pass, so the model's own ``forward`` (rotary embeddings from ``position_ids``, the 4D tree
 mask) does the work.
+
+:class:`FrozenStore` keeps the cached states on disk (``store_frozen_layers``), so that another
+fine-tune of the same text through the same frozen layers (a sweep over the learning rate, rank,
+epochs or loss; a resumed run) reads them instead of computing them again. The key covers what
+the states are a function of: the frozen layers' and embeddings' weights, the model's config and
+attention implementation, the dtype, device type, library versions and batching, and every
+packed sequence's tokens, positions and tree. A file is trusted only if its SHA-256 matches the
+one written beside it; it holds tensors only (safetensors), never a pickle.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import re
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 _LAYER = re.compile(r"\.layers\.(\d+)\.")
@@ -136,3 +150,117 @@ def frozen_split(model: Any) -> tuple[FrozenPrefix | None, str]:
     if _has_active_dropout(list(decoder.layers[:k]), config):
         return None, "the frozen layers have active dropout, so cached states would differ"
     return FrozenPrefix(decoder, k), f"layers 0-{k - 1} frozen: their output is cached"
+
+
+class FrozenStore:
+    """Frozen-layer states on disk: ``<root>/<key>.safetensors`` and ``<key>.json`` (its SHA-256).
+
+    States are a list per split (``True``: training, ``False``: validation) of ``(length,
+    hidden)`` tensors, one per packed sequence.
+    """
+
+    VERSION = "1"
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def key(
+        self,
+        frozen: FrozenPrefix,
+        units: dict[bool, list[dict[str, Any]]],
+        batch_size: int,
+        dtype: torch.dtype,
+        device: torch.device,
+    ) -> str:
+        """The hash of everything the states depend on (see the module docstring)."""
+        import transformers
+
+        decoder = frozen.decoder
+        config = decoder.config.to_dict() if hasattr(decoder.config, "to_dict") else {}
+        config.pop("_name_or_path", None)  # the same weights under another path: same states
+        h = hashlib.sha256()
+        h.update(
+            json.dumps(
+                [
+                    self.VERSION, frozen.k, config, str(dtype), device.type, batch_size,
+                    getattr(decoder.config, "_attn_implementation", None),
+                    torch.__version__, transformers.__version__,
+                ],
+                sort_keys=True,
+                default=str,
+            ).encode()
+        )  # fmt: skip
+        below = ("embed_tokens.", "rotary_emb.", *(f"layers.{i}." for i in range(frozen.k)))
+        named = [*decoder.named_parameters(), *decoder.named_buffers()]
+        for name, tensor in sorted(named, key=lambda pair: pair[0]):
+            if name.startswith(below):
+                h.update(f"|{name}|{tuple(tensor.shape)}|{tensor.dtype}|".encode())
+                data = tensor.detach().cpu().contiguous()
+                h.update(data.view(torch.uint8).numpy() if data.numel() else b"")
+        for training in (True, False):
+            h.update(f"|split {training} {len(units[training])}|".encode())
+            for unit in units[training]:
+                for field in ("input_ids", "position_ids", "parents"):
+                    h.update(np.asarray(unit[field], dtype=np.int64).tobytes())
+                    h.update(b"/")
+        return h.hexdigest()[:32]
+
+    def paths(self, key: str) -> tuple[Path, Path]:
+        return self.root / f"{key}.safetensors", self.root / f"{key}.json"
+
+    def load(
+        self, key: str, lengths: dict[bool, list[int]]
+    ) -> tuple[dict[bool, list[torch.Tensor]] | None, str]:
+        """The stored states (None if absent or untrustworthy), and why not when None."""
+        from safetensors.torch import load_file
+
+        data, meta = self.paths(key)
+        if not (data.is_file() and meta.is_file()):
+            return None, "none stored"
+        try:
+            expected = json.loads(meta.read_text())["sha256"]
+            if _sha256(data) != expected:
+                return None, f"{data} does not match its SHA-256; computing again"
+            tensors = load_file(str(data))
+        except (OSError, ValueError, KeyError, RuntimeError) as error:
+            return None, f"{data} could not be read ({error}); computing again"
+        states: dict[bool, list[torch.Tensor]] = {}
+        for training, split in ((True, "train"), (False, "val")):
+            states[training] = []
+            for i, length in enumerate(lengths[training]):
+                tensor = tensors.get(f"{split}.{i}")
+                if tensor is None or tensor.shape[0] != length:
+                    return None, f"{data} does not fit these sequences; computing again"
+                states[training].append(tensor)
+        return states, ""
+
+    def save(self, key: str, states: dict[bool, list[torch.Tensor]]) -> tuple[Path, int]:
+        """Write the states under ``key``; the path and its size in bytes. Raises OSError."""
+        from safetensors.torch import save_file
+
+        data, meta = self.paths(key)
+        self.root.mkdir(parents=True, exist_ok=True)
+        tensors = {
+            f"{'train' if training else 'val'}.{i}": t.detach().cpu().contiguous()
+            for training in (True, False)
+            for i, t in enumerate(states[training])
+        }
+        tmp = self.root / f".{key}.{uuid.uuid4().hex}.tmp"
+        try:
+            save_file(tensors, str(tmp))
+            sha = _sha256(tmp)
+            os.replace(tmp, data)
+        finally:
+            tmp.unlink(missing_ok=True)
+        meta_tmp = meta.with_name(f".{meta.name}.{uuid.uuid4().hex}.tmp")
+        meta_tmp.write_text(json.dumps({"sha256": sha, "bytes": data.stat().st_size}) + "\n")
+        os.replace(meta_tmp, meta)
+        return data, data.stat().st_size
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -31,11 +31,15 @@ class ModelNotAvailable(RuntimeError):
     """The requested model cannot be found offline; the message says how to get it."""
 
 
+def surveysim_cache() -> Path:
+    """``$SURVEYSIM_CACHE``, else ~/.cache/surveysim: where the backend keeps what it derives."""
+    base = os.environ.get("SURVEYSIM_CACHE")
+    return Path(base) if base else Path.home() / ".cache" / "surveysim"
+
+
 def cache_root() -> Path:
     """Folder holding converted models: ``$SURVEYSIM_CACHE/models`` or ~/.cache/surveysim/models."""
-    base = os.environ.get("SURVEYSIM_CACHE")
-    root = Path(base) if base else Path.home() / ".cache" / "surveysim"
-    return root / "models"
+    return surveysim_cache() / "models"
 
 
 def gguf_path(name: str) -> Path:

@@ -39,8 +39,9 @@ from surveysim_core.protocols import Example
 from surveysim_hf import checkpoint as ckpt
 from surveysim_hf.batches import Batch, PackedBatch, PaddedBatch, collate
 from surveysim_hf.forward import output_size
-from surveysim_hf.frozen import FrozenPrefix, frozen_split
+from surveysim_hf.frozen import FrozenPrefix, FrozenStore, frozen_split
 from surveysim_hf.losses import as_loss
+from surveysim_hf.models import surveysim_cache
 from surveysim_hf.options import HFOptions
 from surveysim_hf.packing import collate_packed, is_conversation, pack_respondent, pack_trie
 from surveysim_hf.texts import EncodedExample, encode_example
@@ -54,6 +55,7 @@ NOT_FINGERPRINTED = {
     "generation_batch_size",
     "eval_batch_size",
     "cache_frozen_layers",  # exact: the same loss and gradients either way
+    "store_frozen_layers",  # where the cached states are kept
 }
 
 
@@ -506,19 +508,45 @@ class Trainer:
         if self.frozen is None:
             return
         tick = time.perf_counter()
+        n_units = len(self.units[True]) + len(self.units[False])
+        device = self.accelerator.device
+        store, key = None, ""
+        if options.store_frozen_layers:
+            store = FrozenStore(surveysim_cache() / "frozen")
+            key = store.key(self.frozen, self.units, self.eval_unit_batch, self.mask_dtype, device)
+            lengths = {t: [len(u["input_ids"]) for u in self.units[t]] for t in (True, False)}
+            stored, why = store.load(key, lengths)
+            if stored is not None:
+                self.states = {t: [s.to(device) for s in stored[t]] for t in (True, False)}
+                self.say(
+                    f"read the output of {self.frozen.k} frozen layers for {n_units} sequences"
+                    f" from {store.paths(key)[0]} in {time.perf_counter() - tick:.1f}s"
+                )
+                return
+            if why != "none stored":
+                self.say(f"frozen-layer store: {why}")
         for training in (True, False):
             packs, cached = self.units[training], []
             for start in range(0, len(packs), self.eval_unit_batch):
                 chosen = packs[start : start + self.eval_unit_batch]
                 batch = collate_packed(chosen, self.pad_id, self.mask_dtype)
-                hidden = self.frozen.lower_states(batch.to(self.accelerator.device))
+                hidden = self.frozen.lower_states(batch.to(device))
                 cached += [hidden[i, : len(p["input_ids"])].clone() for i, p in enumerate(chosen)]
             self.states[training] = cached
-        n_units = len(self.units[True]) + len(self.units[False])
         self.say(
             f"cached the output of {self.frozen.k} frozen layers for {n_units}"
             f" sequences in {time.perf_counter() - tick:.1f}s"
         )
+        if store is not None and self.main:
+            try:
+                path, size = store.save(key, self.states)
+            except OSError as error:  # a full disk costs the reuse, not the run
+                self.say(f"frozen-layer store: could not keep the states ({error})")
+            else:
+                self.say(
+                    f"kept them in {path} ({size / 2**30:.2f} GB) for the next fine-tune of"
+                    " this data (store_frozen_layers: false turns this off)"
+                )
 
     # -- batches -----------------------------------------------------------------------------
     def batch(self, indices: list[int], training: bool) -> Batch:
