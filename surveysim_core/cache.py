@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from surveysim_core.answers import AnswerDistribution
+from surveysim_core.files import file_sha256
 from surveysim_core.protocols import ItemSet, SystemAnswers
 from surveysim_core.rundir import is_main_process
 
@@ -66,14 +67,6 @@ def items_fingerprint(items: ItemSet, with_prompts: bool) -> str:
     return h.hexdigest()[:32]
 
 
-def _file_hash(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 class Cache:
     """Entries by kind and key; ``reused`` and ``computed`` list what this run did."""
 
@@ -93,7 +86,7 @@ class Cache:
             return None
         try:
             files = json.loads(manifest.read_text(encoding="utf-8"))["files"]
-            bad = [n for n, h in files.items() if _file_hash(path / n) != h]
+            bad = [n for n, h in files.items() if file_sha256(path / n) != h]
         except (OSError, ValueError, KeyError, TypeError):
             bad = ["manifest.json"]
         if bad:
@@ -121,7 +114,7 @@ class Cache:
         try:
             write(tmp)
             files = {
-                str(p.relative_to(tmp)): _file_hash(p)
+                str(p.relative_to(tmp)): file_sha256(p)
                 for p in sorted(tmp.rglob("*"))
                 if p.is_file()
             }

@@ -30,9 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,6 +38,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from surveysim_core.files import atomic_write, atomic_write_text, file_sha256
 
 _LAYER = re.compile(r"\.layers\.(\d+)\.")
 
@@ -219,7 +219,7 @@ class FrozenStore:
             return None, "none stored"
         try:
             expected = json.loads(meta.read_text())["sha256"]
-            if _sha256(data) != expected:
+            if file_sha256(data) != expected:
                 return None, f"{data} does not match its SHA-256; computing again"
             tensors = load_file(str(data))
         except (OSError, ValueError, KeyError, RuntimeError) as error:
@@ -235,32 +235,16 @@ class FrozenStore:
         return states, ""
 
     def save(self, key: str, states: dict[bool, list[torch.Tensor]]) -> tuple[Path, int]:
-        """Write the states under ``key``; the path and its size in bytes. Raises OSError."""
+        """Write the states under ``key``; the path and its size in bytes. Raises OutputError."""
         from safetensors.torch import save_file
 
         data, meta = self.paths(key)
-        self.root.mkdir(parents=True, exist_ok=True)
         tensors = {
             f"{'train' if training else 'val'}.{i}": t.detach().cpu().contiguous()
             for training in (True, False)
             for i, t in enumerate(states[training])
         }
-        tmp = self.root / f".{key}.{uuid.uuid4().hex}.tmp"
-        try:
-            save_file(tensors, str(tmp))
-            sha = _sha256(tmp)
-            os.replace(tmp, data)
-        finally:
-            tmp.unlink(missing_ok=True)
-        meta_tmp = meta.with_name(f".{meta.name}.{uuid.uuid4().hex}.tmp")
-        meta_tmp.write_text(json.dumps({"sha256": sha, "bytes": data.stat().st_size}) + "\n")
-        os.replace(meta_tmp, meta)
-        return data, data.stat().st_size
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
+        atomic_write(data, lambda tmp: save_file(tensors, str(tmp)))
+        size = data.stat().st_size
+        atomic_write_text(meta, json.dumps({"sha256": file_sha256(data), "bytes": size}) + "\n")
+        return data, size

@@ -540,7 +540,7 @@ class Trainer:
         if store is not None and self.main:
             try:
                 path, size = store.save(key, self.states)
-            except OSError as error:  # a full disk costs the reuse, not the run
+            except (OSError, OutputError) as error:  # a full disk costs the reuse, not the run
                 self.say(f"frozen-layer store: could not keep the states ({error})")
             else:
                 self.say(
