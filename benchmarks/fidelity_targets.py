@@ -11,8 +11,8 @@ on validation; ``status.json``: the run's own clock and throughput; the pilot va
     python benchmarks/fidelity_targets.py --run runs/evshift/<run> \\
         --memory-run runs/evshift-memory/<run> --pilot runs/pilot-validation
 
-``--memory-run`` and ``--pilot`` are optional; a target whose run is not given prints as not
-measured.
+``--memory-run`` and ``--pilot`` are optional; a target whose run is not given, or whose
+reference baseline the run did not fit, prints as not measured.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from typing import Any
 SYSTEM = "fine_tuned"
 INITIAL, POST = "initial_preference", "post_intervention_preference"
 QUESTIONS = (INITIAL, POST)
+NO_MARGINAL = "the marginal baseline's: the run has none (add `- name: marginal` to baselines)"
 
 
 @dataclass
@@ -61,6 +62,8 @@ def pick(summary: dict[str, Any], system: str, question: str, metric: str, **whe
     ]
     if len(rows) > 1:
         rows = [r for r in rows if r.get("chosen_on") == "validation"] or rows
+    if not rows and system != SYSTEM:
+        return {}  # a baseline the run did not fit: its targets print as not measured
     if len(rows) != 1:
         raise SystemExit(
             f"{summary.get('run_dir')}: expected one {system} {metric} row for {question}"
@@ -97,8 +100,8 @@ def default_targets(summary: dict[str, Any], status: dict[str, Any], minutes: fl
             Target(
                 f"{q}: RMSE of `expected` (t = 1)",
                 with_ci(r, 1),
-                f"below the marginal baseline's {m['value']:.1f}",
-                bool(r["value"] < m["value"]),
+                f"below the marginal baseline's {m['value']:.1f}" if m else NO_MARGINAL,
+                bool(r["value"] < m["value"]) if m else None,
             )
         )
     for q in QUESTIONS:
@@ -108,8 +111,8 @@ def default_targets(summary: dict[str, Any], status: dict[str, Any], minutes: fl
             Target(
                 f"{q}: KL at `calibrated` (t = {r['temperature']:g})",
                 with_ci(r),
-                f"<= marginal {m['value']:.3f} + 0.02",
-                bool(r["value"] <= m["value"] + 0.02),
+                f"<= marginal {m['value']:.3f} + 0.02" if m else NO_MARGINAL,
+                bool(r["value"] <= m["value"] + 0.02) if m else None,
             )
         )
     total = float(status["timings_s"]["total"])
@@ -131,6 +134,10 @@ def memory_target(summary: dict[str, Any] | None) -> Target:
         return Target(name, "-", "below CatBoost's", None)
     r = pick(summary, SYSTEM, POST, "rmse", readout="expected", temperature=1.0)
     c = pick(summary, "catboost", POST, "rmse")
+    if not c:
+        return Target(
+            name, with_ci(r, 1), "below CatBoost's: the run has no catboost baseline", None
+        )
     return Target(
         name,
         with_ci(r, 1),

@@ -80,3 +80,22 @@ def test_each_target_met_and_missed(ft, tmp_path, capsys):
 def test_a_folder_that_is_no_run_is_named(ft, tmp_path):
     with pytest.raises(SystemExit, match=r"no summary\.json"):
         ft.main(["--run", str(tmp_path)])
+
+
+def test_a_run_without_the_reference_baselines_prints_them_as_not_measured(ft, tmp_path, capsys):
+    """A run that fitted no marginal or CatBoost baseline (the pilot validation's training run)
+    still gets its own figures; the targets that compare with a baseline say what is missing."""
+    run = write_run(tmp_path / "run", 0.72, 0.54, 0.12, 1500)
+    summary = json.loads((run / "summary.json").read_text())
+    summary["results"] = [r for r in summary["results"] if r["system"] == "fine_tuned"]
+    (run / "summary.json").write_text(json.dumps(summary))
+    targets = ft.main(["--run", str(run), "--memory-run", str(run)])
+    assert verdicts(targets) == [True, None, None, None, None, False, None, None]
+    printed = capsys.readouterr().out
+    assert "0.72 [0.54, 0.90]" in printed and "the run has none" in printed
+    assert "no catboost baseline" in printed
+    # the fine-tuned model's own rows are still required
+    summary["results"] = [r for r in summary["results"] if r["metric"] != "pearson"]
+    (run / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(SystemExit, match="expected one fine_tuned pearson row"):
+        ft.main(["--run", str(run)])
