@@ -36,6 +36,21 @@ def test_spearman_by_hand(pv):
     assert pv.spearman(pd.Series([1, 1, 1.0]), pd.Series([1, 2, 3.0])) is None
 
 
+def test_spearman_p_value(pv):
+    """Exact for few points: 5 statements in the true order are 1 of 5! = 120 pairings."""
+    five = pd.Series([1.0, 2, 3, 4, 5])
+    assert pv.spearman_p(five, five) == pytest.approx(1 / 120)
+    # one swap of neighbours: rho 0.9, reached or beaten by 5 of the 120 pairings
+    assert pv.spearman_p(pd.Series([2.0, 1, 3, 4, 5]), five) == pytest.approx(5 / 120)
+    assert pv.spearman_p(five[::-1].reset_index(drop=True), five) == pytest.approx(1.0)
+    assert pv.spearman_p(pd.Series([1.0] * 5), five) is None
+    # many points: random pairings; a strong correlation is far from chance, none is not
+    rng = np.random.default_rng(0)
+    x = pd.Series(rng.normal(size=35))
+    assert pv.spearman_p(x + 0.3 * pd.Series(rng.normal(size=35)), x) < 0.001
+    assert pv.spearman_p(pd.Series(rng.normal(size=35)), x) > 0.01
+
+
 def test_holdout_needs_each_group(pv):
     groups = {"cost": [8, 11], "environmental": [21, 22], "charging": [1, 3]}
     pv.check_holdout(["11", "21", "3", "25", "32"], groups)
