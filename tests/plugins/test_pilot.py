@@ -342,6 +342,9 @@ def test_pilot_shifts_shares_and_ranks_by_hand(town, tmp_path, personas_csv):
     # the page says how the shift was computed and shows both figures
     html = (out / "report.html").read_text()
     assert "difference of population means" in html
+    # and that its intervals are over personas, not over the system's error
+    words = " ".join(html.split())
+    assert "not the system's own error" in words and "pilot_validation.py" in words
     assert "heatmap.svg" in html and "ranking.svg" in html
     assert (out / "heatmap.svg").read_text().lstrip().startswith("<?xml")
     assert not (tmp_path / ".out.partial").exists()
