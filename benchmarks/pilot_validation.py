@@ -373,7 +373,9 @@ def markdown(result: dict[str, Any]) -> str:
         return "undefined (constant)" if v is None else f"{v:.3f}"
 
     def with_p(rho: Any, p: Any) -> str:
-        return fmt(rho) if rho is None or p is None else f"{rho:.3f} (p = {p:.3f})"
+        if rho is None or p is None:
+            return fmt(rho)
+        return f"{rho:.3f} (p {'< 0.001' if p < 0.001 else f'= {p:.3f}'})"
 
     lines = [
         f"Held out: {', '.join(result['holdout']) or 'none'}; personas: {result['personas']};"

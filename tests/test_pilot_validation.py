@@ -229,3 +229,16 @@ def test_an_unfinished_training_run_is_resumed_and_a_finished_one_reused(pv, tmp
     (tmp_path / "run" / "status.json").write_text(json.dumps({"finished": True}))
     assert pv.train_run("evshift", train, tmp_path, False, None, None) == tmp_path / "run"
     assert calls == [False, True]  # the finished run is not run again
+
+
+def test_markdown_prints_rho_with_its_p_value(pv):
+    shift = {"spearman_all": 0.72, "p_all": 0.0001, "spearman_unseen": 0.9, "p_unseen": 5 / 120}
+    result = {
+        "holdout": ["11", "21", "3", "25", "32"], "personas": 500, "survey": "evshift",
+        "quick": False, "pilot": {"shift": shift, "interactions": {}},
+        "catboost": {"shift": {"spearman_all": 0.5, "spearman_unseen": None}, "interactions": {}},
+    }  # fmt: skip
+    text = pv.markdown(result)
+    assert "| pilot | 0.720 (p < 0.001) | 0.900 (p = 0.042) |" in text
+    # older results without p-values, and an undefined rho, still print
+    assert "| catboost | 0.500 | undefined (constant) |" in text
