@@ -211,12 +211,13 @@ class FrozenStore:
     def load(
         self, key: str, lengths: dict[bool, list[int]]
     ) -> tuple[dict[bool, list[torch.Tensor]] | None, str]:
-        """The stored states (None if absent or untrustworthy), and why not when None."""
+        """The stored states (None if absent or untrustworthy), and why not when a file was
+        there but is not used ("" otherwise)."""
         from safetensors.torch import load_file
 
         data, meta = self.paths(key)
         if not (data.is_file() and meta.is_file()):
-            return None, "none stored"
+            return None, ""
         try:
             expected = json.loads(meta.read_text())["sha256"]
             if file_sha256(data) != expected:

@@ -523,7 +523,7 @@ class Trainer:
                     f" from {store.paths(key)[0]} in {time.perf_counter() - tick:.1f}s"
                 )
                 return
-            if why != "none stored":
+            if why:
                 self.say(f"frozen-layer store: {why}")
         for training in (True, False):
             packs, cached = self.units[training], []
