@@ -106,24 +106,35 @@ def setup(args):
     )
 
 
-def catboost_reference(train, measure) -> np.ndarray:
+def catboost_reference(train, measure, history: bool = False) -> np.ndarray:
+    """One default CatBoost per question on the demographics and the intervention; with
+    ``history`` (``--memory``: the model sees the earlier answers) also on the respondent's
+    previous answer, as the baselines' ``history`` option gives it."""
     from catboost import CatBoostRegressor
+    from surveysim_sklearn.features import previous_answers
 
     out = np.full(len(measure), np.nan)
     fields = list(train.respondents.columns)
+    frames = []
+    for items in (train, measure):
+        frame = items.features().reset_index(drop=True)
+        if history:
+            frame["previous_answer"] = previous_answers(items)
+        frames.append(frame)
     for qid in train.items["question"].unique():
-        tr = train.features()
-        tr = tr[tr["question"] == qid]
-        te = measure.features()
-        mask = (te["question"] == qid).to_numpy()
-        te = te[mask]
+        tr = frames[0][frames[0]["question"] == qid]
+        mask = (frames[1]["question"] == qid).to_numpy()
+        te = frames[1][mask]
         cols = fields + (
             ["intervention"] if "intervention" in tr and tr["intervention"].notna().any() else []
         )
-        X = tr[cols].astype(str)
+        numeric = ["previous_answer"] if history and tr["previous_answer"].notna().any() else []
+        X, X_test = tr[cols].astype(str), te[cols].astype(str)
+        for col in numeric:
+            X[col], X_test[col] = tr[col].to_numpy(float), te[col].to_numpy(float)
         model = CatBoostRegressor(verbose=0, random_seed=0, thread_count=2, iterations=300)
         model.fit(X, tr["answer"].to_numpy(float), cat_features=list(range(len(cols))))
-        out[mask] = model.predict(te[cols].astype(str))
+        out[mask] = model.predict(X_test)
     return out
 
 
@@ -202,7 +213,7 @@ def main() -> None:
         "best_epoch": training["best_epoch"], "val_losses": training["val_losses"],
         "steps": training["steps"], "questions": {},
     }  # fmt: skip
-    cat = None if args.no_reference else catboost_reference(train, measure)
+    cat = None if args.no_reference else catboost_reference(train, measure, args.memory)
     for qid, answer in plan.answer_types.items():
         support = np.asarray(answer.support, float)
         rows = {}

@@ -13,7 +13,13 @@ pytest.importorskip("sklearn")
 pytest.importorskip("catboost")
 
 from surveysim_sklearn.catboost_baseline import CatBoostBaseline
-from surveysim_sklearn.features import FeatureLayout, to_codes, to_unit
+from surveysim_sklearn.features import (
+    PREVIOUS,
+    FeatureLayout,
+    previous_answers,
+    to_codes,
+    to_unit,
+)
 from surveysim_sklearn.grids import CatBoostOptions, SVROptions
 from surveysim_sklearn.svr import SVRBaseline
 
@@ -183,3 +189,75 @@ def test_one_hot_layout_with_multi_select_and_unseen_categories():
         "region", "household=alone", "household=children", "household=spouse"
     ]  # fmt: skip
     assert table["region"].tolist() == ["South", "West"]
+
+
+# -- history: the respondent's previous answer as a feature -----------------------------------
+def test_previous_answers_follow_seq_within_each_respondent():
+    items = pd.DataFrame(
+        {  # rows deliberately out of answer order
+            "subject_id": ["p", "q", "p", "p", "q", "p"],
+            "question": ["after", "level", "level", "after", "vote", "after"],
+            "seq": [2, 0, 0, 1, 1, 3],
+            "answer": [30.0, 40.0, 50.0, 20.0, 1.0, 999.0],
+        }
+    )
+    previous = previous_answers(ItemSet(items, pd.DataFrame(), [], TYPES))
+    # p: level 50 (seq 0) -> after 20 (1) -> after 30 (2) -> after 999 (3, invalid);
+    # q: level 40 (0) -> vote (1, unordered)
+    np.testing.assert_allclose(previous, [0.2, np.nan, np.nan, 0.5, 0.4, 0.3])
+    # an invalid answer or an unordered question gives the next item no previous answer
+    items.loc[2, "answer"] = -5.0
+    assert np.isnan(previous_answers(ItemSet(items, pd.DataFrame(), [], TYPES))[3])
+
+
+def anchored(n: int, seed: int) -> ItemSet:
+    """Each person's ``after`` answers are their own ``level`` answer + 10, where ``level`` is a
+    per-person latent that the demographics do not carry."""
+    rng = np.random.default_rng(seed)
+    ids = [f"a{seed}-{i:03d}" for i in range(n)]
+    respondents = pd.DataFrame(
+        {"region": rng.choice(REGIONS, n)}, index=pd.Index(ids, name="subject_id")
+    )
+    rows = []
+    for sid in ids:
+        level = float(rng.integers(0, 91))
+        rows.append((sid, "level", "", 0, level))
+        rows.append(
+            (sid, "after", "a", 1, float(np.clip(level + 10 + rng.integers(-2, 3), 0, 100)))
+        )
+    items = pd.DataFrame(rows, columns=["subject_id", "question", "intervention", "seq", "answer"])
+    items["answer_text"] = items["answer"].map(lambda v: str(int(v)))
+    return ItemSet(items, respondents, [], TYPES)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda history: SVRBaseline(SMALL_SVR.model_copy(update={"history": history})),
+        lambda history: CatBoostBaseline(SMALL_CATBOOST.model_copy(update={"history": history})),
+    ],
+    ids=["svr", "catboost"],
+)
+def test_history_lets_a_baseline_use_the_previous_answer(make):
+    train, test = anchored(200, seed=3), anchored(60, seed=4)
+    after = (test.items["question"] == "after").to_numpy()
+    spread = float(test.items["answer"][after].std())  # about 26: the latent's spread
+    with_history = list(make(True).predict(train, test, seed=0))
+    without = list(make(False).predict(train, test, seed=0))
+    for pred in with_history:
+        assert rmse(pred.codes, test, "after") < 0.3 * spread, pred.params
+    for pred in without:  # demographics alone cannot see the latent
+        assert rmse(pred.codes, test, "after") > 0.8 * spread, pred.params
+    # the first item has no previous answer: "level" is predicted from demographics alone
+    for pred in with_history:
+        assert rmse(pred.codes, test, "level") > 0.8 * spread, pred.params
+
+
+def test_numeric_columns_in_both_encodings():
+    frame = pd.DataFrame({"region": ["North", "South"], PREVIOUS: [0.25, np.nan]})
+    layout = FeatureLayout.fit(frame, ["region"], (PREVIOUS,))
+    assert layout.n_columns == 4
+    np.testing.assert_array_equal(layout.one_hot(frame), [[1, 0, 0.25, 0], [0, 1, 0, 1]])
+    table, cats = layout.categorical(frame)
+    assert cats == [0] and list(table.columns) == ["region", PREVIOUS]
+    np.testing.assert_array_equal(table[PREVIOUS].to_numpy(), [0.25, np.nan])

@@ -82,7 +82,7 @@ class CatBoostBaseline(Baseline):
     def predict(self, train: ItemSet, test: ItemSet, seed: int) -> Iterator[BaselinePrediction]:
         options: CatBoostOptions = self.options
         settings = self.settings()
-        questions = question_data(train, test)
+        questions = question_data(train, test, options.history)
         tables = [
             (qd.layout.categorical(qd.train), qd.layout.categorical(qd.test)) for qd in questions
         ]

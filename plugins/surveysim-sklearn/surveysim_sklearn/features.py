@@ -6,6 +6,14 @@ initial question uses demographics only and the post-intervention question also 
 statement was shown (method.md, Baselines). ``seq`` (answer order) is not a feature: the method
 names demographics and intervention only.
 
+With ``history`` (the baselines' ``history`` option) each item also gets the respondent's previous
+answer, ``previous_answer``: the answer of the item before it in ``seq`` order, on that item's
+question's [0, 1] scale (missing for a respondent's first item, and after an unordered question or
+an invalid answer). That is what a known-respondent language model has in its context
+(``prompts.memory`` with ``memory_at_evaluation: known``), so it is the fair reference for one. It
+is a number, not a category: in the one-hot matrix it is the value (0 when missing) plus a 0/1
+"missing" column; CatBoost gets the value itself, missing as NaN.
+
 Single-select fields are categories (missing values are the category ``"<missing>"``); a
 multi-select field (tuples of labels) becomes one 0/1 indicator column per label seen in
 training. Categories seen only at test time encode as all zeros (like scikit-learn's
@@ -20,7 +28,7 @@ targets: the code itself.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -34,6 +42,8 @@ log = logging.getLogger(__name__)
 #: items columns that are never features ("weight": survey weights, surveysim_core.weights)
 ITEM_COLUMNS = ("subject_id", "question", "seq", "answer", "answer_text", "weight")
 MISSING = "<missing>"
+#: the feature column ``history`` adds
+PREVIOUS = "previous_answer"
 
 
 def _is_multi(value: Any) -> bool:
@@ -62,9 +72,12 @@ class FeatureLayout:
     single: list[str]
     multi: dict[str, list[str]]  # multi-select field -> labels seen in training
     categories: dict[str, list[str]]  # single-select column -> categories seen in training
+    numeric: list[str] = field(default_factory=list)  # number columns (NaN = missing)
 
     @classmethod
-    def fit(cls, frame: pd.DataFrame, columns: list[str]) -> FeatureLayout:
+    def fit(
+        cls, frame: pd.DataFrame, columns: list[str], numeric: tuple[str, ...] = ()
+    ) -> FeatureLayout:
         single: list[str] = []
         multi: dict[str, list[str]] = {}
         categories: dict[str, list[str]] = {}
@@ -76,7 +89,7 @@ class FeatureLayout:
             else:
                 single.append(col)
                 categories[col] = sorted({_as_category(v) for v in values})
-        return cls(single, multi, categories)
+        return cls(single, multi, categories, list(numeric))
 
     def one_hot(self, frame: pd.DataFrame) -> np.ndarray:
         """0/1 design matrix: one column per training category of each field (for SVR)."""
@@ -87,6 +100,10 @@ class FeatureLayout:
             blocks.append((values[:, None] == cats[None, :]).astype(np.float64))
         for col, labels in self.multi.items():
             blocks.append(_indicators(frame[col], labels))
+        for col in self.numeric:
+            values = frame[col].to_numpy(dtype=float)
+            missing = np.isnan(values)
+            blocks.append(np.column_stack([np.where(missing, 0.0, values), missing.astype(float)]))
         if not blocks:
             return np.zeros((len(frame), 0))
         return np.hstack(blocks)
@@ -101,13 +118,17 @@ class FeatureLayout:
             indicators = _indicators(frame[col], labels)
             for j, label in enumerate(labels):
                 out[f"{col}={label}"] = indicators[:, j]
+        for col in self.numeric:
+            out[col] = frame[col].to_numpy(dtype=float)
         table = pd.DataFrame(out, index=range(len(frame)))
         return table, list(range(len(self.single)))
 
     @property
     def n_columns(self) -> int:
-        return sum(len(c) for c in self.categories.values()) + sum(
-            len(v) for v in self.multi.values()
+        return (
+            sum(len(c) for c in self.categories.values())
+            + sum(len(v) for v in self.multi.values())
+            + 2 * len(self.numeric)
         )
 
 
@@ -159,16 +180,46 @@ class QuestionData:
         return bool(getattr(self.answer, "ordered", True))
 
 
-def question_data(train: ItemSet, test: ItemSet) -> list[QuestionData]:
-    """Every test question that has valid training answers, with its features and targets.
+def previous_answers(items: ItemSet) -> np.ndarray:
+    """Per item, the same respondent's answer to the item before it in ``seq`` order, on that
+    question's [0, 1] scale; NaN for a first item, after an unordered question or an invalid
+    answer. Row order follows ``items.items``."""
+    frame = items.items
+    unit = np.full(len(frame), np.nan)
+    for qid, rows in frame.groupby("question", sort=False).groups.items():
+        answer = items.answer_types.get(qid)
+        if answer is None or not getattr(answer, "ordered", True):
+            continue
+        position = frame.index.get_indexer(rows)
+        codes = frame["answer"].to_numpy(dtype=float)[position]
+        valid = answer.index_of(codes) >= 0
+        unit[position[valid]] = to_unit(codes[valid], answer)
+    order = np.lexsort((frame["seq"].to_numpy(), frame["subject_id"].astype(str).to_numpy()))
+    subjects = frame["subject_id"].to_numpy()[order]
+    previous = np.full(len(frame), np.nan)
+    same = subjects[1:] == subjects[:-1]
+    previous[order[1:][same]] = unit[order[:-1][same]]
+    return previous
+
+
+def question_data(train: ItemSet, test: ItemSet, history: bool = False) -> list[QuestionData]:
+    """Every test question that has valid training answers, with its features and targets;
+    with ``history``, the respondent's previous answer is a feature too (:data:`PREVIOUS`).
 
     A test question with no valid training answer is skipped with a log line (its predictions
     stay NaN, i.e. no answer).
     """
     train_frame = train.features().reset_index(drop=True)
     test_frame = test.features().reset_index(drop=True)
+    if history:
+        train_frame[PREVIOUS] = previous_answers(train)
+        test_frame[PREVIOUS] = previous_answers(test)
     demographics = [c for c in train.respondents.columns if c not in ITEM_COLUMNS]
-    context = [c for c in train.items.columns if c not in ITEM_COLUMNS and c not in demographics]
+    context = [
+        c
+        for c in train.items.columns
+        if c not in ITEM_COLUMNS and c not in demographics and c != PREVIOUS
+    ]
     out = []
     for qid in pd.unique(test.items["question"]):
         answer = test.answer_types.get(qid) or train.answer_types.get(qid)
@@ -182,7 +233,8 @@ def question_data(train: ItemSet, test: ItemSet) -> list[QuestionData]:
             log.warning("baseline: question %r has no valid training answers; skipped", qid)
             continue
         used_context = [c for c in context if (rows[c].map(_as_category) != MISSING).any()]
-        layout = FeatureLayout.fit(rows, demographics + used_context)
+        numeric = (PREVIOUS,) if history and rows[PREVIOUS].notna().any() else ()
+        layout = FeatureLayout.fit(rows, demographics + used_context, numeric)
         codes = rows["answer"].to_numpy(dtype=float)
         ordered = bool(getattr(answer, "ordered", True))
         test_rows = np.flatnonzero((test_frame["question"] == qid).to_numpy())

@@ -71,6 +71,12 @@ class _Options(BaseModel):
         " minutes on a laptop. Any axis given below replaces that axis of the chosen grid.",
     )
     n_jobs: int = Field(-1, description="Processes or threads to use; -1 means all CPU cores.")
+    history: bool = Field(
+        False,
+        description="Add the respondent's previous answer (the item before in answer order, on"
+        " its question's 0-1 scale) as a feature: the fair reference for a known-respondent"
+        " system (prompts.memory with memory_at_evaluation: known). Off in the method.",
+    )
 
 
 class SVROptions(_Options):

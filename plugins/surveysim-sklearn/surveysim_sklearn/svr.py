@@ -109,7 +109,7 @@ class SVRBaseline(Baseline):
     def predict(self, train: ItemSet, test: ItemSet, seed: int) -> Iterator[BaselinePrediction]:
         options: SVROptions = self.options
         settings = self.settings()
-        questions = question_data(train, test)
+        questions = question_data(train, test, options.history)
         matrices = [
             (qd.layout.one_hot(qd.train), qd.target, qd.layout.one_hot(qd.test)) for qd in questions
         ]

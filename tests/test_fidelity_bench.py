@@ -1,0 +1,64 @@
+"""benchmarks/fidelity.py's CatBoost reference: with --memory it sees the previous answer."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("catboost")
+
+from surveysim_core.answers import AnswerType
+from surveysim_core.protocols import ItemSet
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def fidelity():
+    spec = importlib.util.spec_from_file_location("fidelity", REPO / "benchmarks" / "fidelity.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+class Scale(AnswerType):
+    ordered = True
+
+    def __init__(self):
+        super().__init__(None)
+        self.support = np.arange(0, 101, dtype=float)
+        self.labels = [str(v) for v in range(101)]
+
+
+def anchored(n: int, seed: int) -> ItemSet:
+    """``post`` is each person's own ``pre`` answer + 10; the demographics carry nothing."""
+    rng = np.random.default_rng(seed)
+    ids = [f"r{seed}-{i}" for i in range(n)]
+    respondents = pd.DataFrame(
+        {"region": rng.choice(["N", "S"], n)}, index=pd.Index(ids, name="subject_id")
+    )
+    rows = []
+    for sid in ids:
+        pre = float(rng.integers(0, 91))
+        rows += [(sid, "pre", None, 0, pre), (sid, "post", "a", 1, pre + 10)]
+    items = pd.DataFrame(rows, columns=["subject_id", "question", "intervention", "seq", "answer"])
+    return ItemSet(items, respondents, [], {"pre": Scale(), "post": Scale()})
+
+
+def test_catboost_reference_uses_the_previous_answer_only_with_memory(fidelity):
+    train, measure = anchored(150, 1), anchored(40, 2)
+    post = (measure.items["question"] == "post").to_numpy()
+    truth = measure.items["answer"].to_numpy(float)[post]
+    error = {
+        history: np.sqrt(
+            np.mean((fidelity.catboost_reference(train, measure, history)[post] - truth) ** 2)
+        )
+        for history in (False, True)
+    }
+    assert error[True] < 5 < 20 < error[False], error
