@@ -138,12 +138,25 @@ def memory_target(summary: dict[str, Any] | None) -> Target:
         return Target(
             name, with_ci(r, 1), "below CatBoost's: the run has no catboost baseline", None
         )
+    sees = (
+        "with the previous answer as a feature, as the model has it"
+        if catboost_history(summary)
+        else "demographics and intervention only; `history: true` gives it the previous answer"
+    )
     return Target(
         name,
         with_ci(r, 1),
-        f"below CatBoost's {with_ci(c, 1)} ({c['setting']}, chosen on validation)",
+        f"below CatBoost's {with_ci(c, 1)} ({c['setting']}, chosen on validation; {sees})",
         bool(r["value"] < c["value"]),
     )
+
+
+def catboost_history(summary: dict[str, Any]) -> bool:
+    """Whether the run's CatBoost baseline saw the respondent's previous answer."""
+    for baseline in summary.get("config", {}).get("baselines", []):
+        if baseline.get("name") == "catboost":
+            return bool((baseline.get("options") or {}).get("history"))
+    return False
 
 
 def pilot_target(validation: dict[str, Any] | None) -> Target:

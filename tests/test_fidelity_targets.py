@@ -69,6 +69,14 @@ def test_each_target_met_and_missed(ft, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "0.70 over 35 statements, 200 personas" in printed and "CatBoost 0.50" in printed
     assert "chosen, chosen on validation" in printed  # the validation-chosen CatBoost
+    assert "demographics and intervention only" in printed  # the method's CatBoost
+
+    # a CatBoost given the previous answer (baselines' history option) is named as such
+    summary = json.loads((memory / "summary.json").read_text())
+    summary["config"] = {"baselines": [{"name": "catboost", "options": {"history": True}}]}
+    (memory / "summary.json").write_text(json.dumps(summary))
+    ft.main(["--run", str(good), "--memory-run", str(memory)])
+    assert "with the previous answer as a feature" in capsys.readouterr().out
 
     # pearson 0.5 with a CI reaching 0; post KL 0.08 > 0.05 + 0.02; 16 minutes; memory
     # RMSE 30 is above the chosen CatBoost's 20 (though below nothing else)
