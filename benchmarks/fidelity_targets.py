@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 SYSTEM = "fine_tuned"
 INITIAL, POST = "initial_preference", "post_intervention_preference"
 QUESTIONS = (INITIAL, POST)
@@ -46,7 +48,10 @@ def load_run(run: Path) -> dict[str, Any]:
     summary = run / "summary.json"
     if not summary.is_file():
         raise SystemExit(f"{run}: no summary.json; is it a finished run directory?")
-    return json.loads(summary.read_text())
+    out = json.loads(summary.read_text())
+    config = run / "config.yaml"  # the run's resolved configuration
+    out["run_config"] = yaml.safe_load(config.read_text()) if config.is_file() else {}
+    return out
 
 
 def pick(summary: dict[str, Any], system: str, question: str, metric: str, **where: Any) -> dict:
@@ -153,7 +158,7 @@ def memory_target(summary: dict[str, Any] | None) -> Target:
 
 def catboost_history(summary: dict[str, Any]) -> bool:
     """Whether the run's CatBoost baseline saw the respondent's previous answer."""
-    for baseline in summary.get("config", {}).get("baselines", []):
+    for baseline in summary.get("run_config", {}).get("baselines") or []:
         if baseline.get("name") == "catboost":
             return bool((baseline.get("options") or {}).get("history"))
     return False

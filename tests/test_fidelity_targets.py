@@ -72,9 +72,9 @@ def test_each_target_met_and_missed(ft, tmp_path, capsys):
     assert "demographics and intervention only" in printed  # the method's CatBoost
 
     # a CatBoost given the previous answer (baselines' history option) is named as such
-    summary = json.loads((memory / "summary.json").read_text())
-    summary["config"] = {"baselines": [{"name": "catboost", "options": {"history": True}}]}
-    (memory / "summary.json").write_text(json.dumps(summary))
+    (memory / "config.yaml").write_text(
+        "baselines:\n- name: catboost\n  options:\n    history: true\n"
+    )
     ft.main(["--run", str(good), "--memory-run", str(memory)])
     assert "with the previous answer as a feature" in capsys.readouterr().out
 
