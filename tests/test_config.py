@@ -337,11 +337,15 @@ def test_the_fidelity_config_is_the_default_with_more_training_and_attention_ada
 
 
 def test_the_memory_config_is_the_default_with_memory_on():
-    """surveys/evshift-memory.yaml: the default run with respondent memory, nothing else."""
+    """surveys/evshift-memory.yaml: the default run with respondent memory, and baselines that
+    see the previous answer as the model does (history), nothing else."""
     root = Path(__file__).resolve().parents[1] / "surveys"
     default = yaml.safe_load((root / "evshift.yaml").read_text())
     memory = yaml.safe_load((root / "evshift-memory.yaml").read_text())
     assert memory.pop("prompts") == {"memory": True, "memory_at_evaluation": "known"}
+    for baseline in memory["baselines"]:
+        if baseline["name"] in ("svr", "catboost"):
+            assert baseline.pop("options") == {"history": True}
     assert memory["backend"].pop("systems") == ["fine_tuned"]
     default["backend"].pop("systems")
     assert memory["output"].pop("dir") != default["output"].pop("dir")
