@@ -185,15 +185,16 @@ def previous_answers(items: ItemSet) -> np.ndarray:
     question's [0, 1] scale; NaN for a first item, after an unordered question or an invalid
     answer. Row order follows ``items.items``."""
     frame = items.items
+    questions = frame["question"].to_numpy()
+    answers = frame["answer"].to_numpy(dtype=float)
     unit = np.full(len(frame), np.nan)
-    for qid, rows in frame.groupby("question", sort=False).groups.items():
+    for qid in pd.unique(questions):
         answer = items.answer_types.get(qid)
         if answer is None or not getattr(answer, "ordered", True):
             continue
-        position = frame.index.get_indexer(rows)
-        codes = frame["answer"].to_numpy(dtype=float)[position]
-        valid = answer.index_of(codes) >= 0
-        unit[position[valid]] = to_unit(codes[valid], answer)
+        position = np.flatnonzero(questions == qid)
+        valid = answer.index_of(answers[position]) >= 0
+        unit[position[valid]] = to_unit(answers[position[valid]], answer)
     order = np.lexsort((frame["seq"].to_numpy(), frame["subject_id"].astype(str).to_numpy()))
     subjects = frame["subject_id"].to_numpy()[order]
     previous = np.full(len(frame), np.nan)
