@@ -17,6 +17,7 @@ from surveysim_sklearn.features import (
     PREVIOUS,
     FeatureLayout,
     previous_answers,
+    question_data,
     to_codes,
     to_unit,
 )
@@ -251,6 +252,16 @@ def test_history_lets_a_baseline_use_the_previous_answer(make):
     # the first item has no previous answer: "level" is predicted from demographics alone
     for pred in with_history:
         assert rmse(pred.codes, test, "level") > 0.8 * spread, pred.params
+
+
+def test_a_data_column_named_like_the_history_feature_stays_context_without_history():
+    train, test = anchored(20, seed=5), anchored(5, seed=6)
+    for items in (train, test):
+        items.items["previous_answer"] = "x"
+    (qd,) = [q for q in question_data(train, test) if q.question == "after"]
+    assert "previous_answer" in qd.layout.single and qd.layout.numeric == []
+    (qd,) = [q for q in question_data(train, test, history=True) if q.question == "after"]
+    assert "previous_answer" not in qd.layout.single and qd.layout.numeric == [PREVIOUS]
 
 
 def test_numeric_columns_in_both_encodings():

@@ -219,7 +219,7 @@ def question_data(train: ItemSet, test: ItemSet, history: bool = False) -> list[
     context = [
         c
         for c in train.items.columns
-        if c not in ITEM_COLUMNS and c not in demographics and c != PREVIOUS
+        if c not in ITEM_COLUMNS and c not in demographics and not (history and c == PREVIOUS)
     ]
     out = []
     for qid in pd.unique(test.items["question"]):
