@@ -111,7 +111,7 @@ def catboost_reference(train, measure, history: bool = False) -> np.ndarray:
     ``history`` (``--memory``: the model sees the earlier answers) also on the respondent's
     previous answer, as the baselines' ``history`` option gives it."""
     from catboost import CatBoostRegressor
-    from surveysim_sklearn.features import previous_answers
+    from surveysim_sklearn.features import PREVIOUS, previous_answers
 
     out = np.full(len(measure), np.nan)
     fields = list(train.respondents.columns)
@@ -119,7 +119,7 @@ def catboost_reference(train, measure, history: bool = False) -> np.ndarray:
     for items in (train, measure):
         frame = items.features().reset_index(drop=True)
         if history:
-            frame["previous_answer"] = previous_answers(items)
+            frame[PREVIOUS] = previous_answers(items)
         frames.append(frame)
     for qid in train.items["question"].unique():
         tr = frames[0][frames[0]["question"] == qid]
@@ -128,7 +128,7 @@ def catboost_reference(train, measure, history: bool = False) -> np.ndarray:
         cols = fields + (
             ["intervention"] if "intervention" in tr and tr["intervention"].notna().any() else []
         )
-        numeric = ["previous_answer"] if history and tr["previous_answer"].notna().any() else []
+        numeric = [PREVIOUS] if history and tr[PREVIOUS].notna().any() else []
         X, X_test = tr[cols].astype(str), te[cols].astype(str)
         for col in numeric:
             X[col], X_test[col] = tr[col].to_numpy(float), te[col].to_numpy(float)
