@@ -30,6 +30,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPERATURES = [0.0, 0.5, 0.7, 0.85, 1.0, 1.2, 1.5]
+ATTENTION = {"q_proj", "k_proj", "v_proj", "o_proj"}
 
 
 def pearson(x: np.ndarray, y: np.ndarray) -> float:
@@ -205,7 +206,8 @@ def main() -> None:
     model = backend.load(adapter)
     tick = time.perf_counter()
     result = {
-        "tag": args.tag, "train": args.train, "persona": args.persona, "memory": args.memory,
+        "tag": args.tag, "survey": args.survey, "train": args.train, "persona": args.persona,
+        "memory": args.memory,
         "loss": args.loss, "loss_options": dict(
             (k, yaml.safe_load(v)) for k, _, v in (x.partition("=") for x in args.loss_set)
         ), "options": {k: base[k] for k in sorted(base)},
@@ -271,13 +273,45 @@ def main() -> None:
     print(json.dumps(result, indent=1))
 
 
+def setting(row: dict) -> str:
+    """What a result measured, but for the LoRA seed: rows that share it are seed replicates."""
+    options = {k: v for k, v in row["options"].items() if k != "seed"}
+    fields = [row.get("survey", "evshift"), row["train"], row["persona"], row["memory"]]
+    loss = [row.get("loss", "cross_entropy"), row.get("loss_options", {})]
+    return json.dumps([*fields, *loss, options], sort_keys=True)
+
+
+def seed_spread(rows: list[dict]) -> list[str]:
+    """One line per setting measured with more than one seed: each question's pearson of E[a]
+    per seed, and their range. A single run's figure is one draw of this spread."""
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(setting(r), []).append(r)
+    lines = []
+    for group in groups.values():
+        seeds = sorted({r["options"].get("seed", 0) for r in group})
+        if len(seeds) < 2:
+            continue
+        tags = ", ".join(f"{r['tag'] or '-'} (seed {r['options'].get('seed', 0)})" for r in group)
+        lines.append(f"seed replicates: {tags}")
+        for qid in group[0]["questions"]:
+            values = [r["questions"][qid]["expected"]["pearson"] for r in group]
+            shown = " ".join(f"{v:+.2f}" for v in values)
+            lines.append(
+                f"   {qid[:12]:<12} pearson E[a] {shown}: range {max(values) - min(values):.2f}"
+            )
+    return lines
+
+
 def print_table(path: Path) -> None:
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     for r in rows:
         opts = r["options"]
+        modules = "attn" if set(opts.get("target_modules") or []) <= ATTENTION else "attn+mlp"
         head = (
-            f"{r['tag'] or '-':<18} train={r['train']:<4} lr={opts.get('learning_rate')} "
-            f"ep={opts.get('epochs')} r={opts.get('lora_r')} persona={r['persona']} "
+            f"{r['tag'] or '-':<18} {r.get('survey', 'evshift')} train={r['train']:<4} "
+            f"lr={opts.get('learning_rate')} ep={opts.get('epochs')} r={opts.get('lora_r')} "
+            f"{modules} seed={opts.get('seed', 0)} persona={r['persona']} "
             f"best={r['best_epoch']} {r['train_seconds']:.0f}s {r['tokens_per_second']:.0f}tok/s"
         )
         print(head)
@@ -291,6 +325,8 @@ def print_table(path: Path) -> None:
                 f"| marg rmse {q['marginal_rmse']:.1f} | cat r {cat.get('pearson', float('nan')):+.2f} "
                 f"rmse {cat.get('rmse', float('nan')):.1f}"
             )
+    for line in seed_spread(rows):
+        print(line)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""benchmarks/fidelity.py's CatBoost reference: with --memory it sees the previous answer."""
+"""benchmarks/fidelity.py: the CatBoost reference (with --memory it sees the previous answer) and
+the table's seed replicates."""
 
 from __future__ import annotations
 
@@ -62,3 +63,35 @@ def test_catboost_reference_uses_the_previous_answer_only_with_memory(fidelity):
         for history in (False, True)
     }
     assert error[True] < 5 < 20 < error[False], error
+
+
+def _result(tag: str, seed: int | None, initial: float, **options) -> dict:
+    base = {"epochs": 2, "learning_rate": 0.002, **options}
+    if seed is not None:
+        base["seed"] = seed
+    return {
+        "tag": tag, "train": 400, "persona": "paper", "memory": False, "loss": "cross_entropy",
+        "loss_options": {}, "options": base,
+        "questions": {"initial_preference": {"expected": {"pearson": initial}}},
+    }  # fmt: skip
+
+
+def test_seed_spread_groups_replicates_of_one_setting_only(fidelity):
+    rows = [
+        _result("a", None, 0.76),  # before the seed was recorded: the option's default, 0
+        _result("b", 1, 0.39),
+        _result("c", 1, 0.10, learning_rate=0.005),  # another setting: no replicate of a/b
+        _result("d", 2, 0.50, learning_rate=0.005),
+    ]
+    lines = fidelity.seed_spread(rows)
+    assert lines[0] == "seed replicates: a (seed 0), b (seed 1)"
+    assert lines[1].split()[3:] == ["+0.76", "+0.39:", "range", "0.37"]
+    assert lines[2] == "seed replicates: c (seed 1), d (seed 2)"
+    assert "range 0.40" in lines[3]
+    assert len(lines) == 4
+
+
+def test_seed_spread_needs_two_seeds(fidelity):
+    # the same seed twice (a rerun) is not a seed replicate; a survey of its own is another setting
+    other = {**_result("b", 1, 0.1), "survey": "evshift-0to9"}
+    assert fidelity.seed_spread([_result("a", 0, 0.7), _result("a2", 0, 0.6), other]) == []
