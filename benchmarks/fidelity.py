@@ -25,6 +25,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -273,6 +274,16 @@ def main() -> None:
     print(json.dumps(result, indent=1))
 
 
+def recorded(row: dict, option: str) -> Any:
+    """A result's hf backend option; a row from before the option was recorded ran with
+    HFOptions' default (e.g. ``seed`` 0)."""
+    from surveysim_hf.options import HFOptions  # pydantic only: --table loads no torch
+
+    if option in row["options"]:
+        return row["options"][option]
+    return HFOptions.model_fields[option].get_default(call_default_factory=True)
+
+
 def setting(row: dict) -> str:
     """What a result measured, but for the LoRA seed: rows that share it are seed replicates."""
     options = {k: v for k, v in row["options"].items() if k != "seed"}
@@ -289,10 +300,10 @@ def seed_spread(rows: list[dict]) -> list[str]:
         groups.setdefault(setting(r), []).append(r)
     lines = []
     for group in groups.values():
-        seeds = sorted({r["options"].get("seed", 0) for r in group})
+        seeds = {recorded(r, "seed") for r in group}
         if len(seeds) < 2:
             continue
-        tags = ", ".join(f"{r['tag'] or '-'} (seed {r['options'].get('seed', 0)})" for r in group)
+        tags = ", ".join(f"{r['tag'] or '-'} (seed {recorded(r, 'seed')})" for r in group)
         lines.append(f"seed replicates: {tags}")
         for qid in group[0]["questions"]:
             values = [r["questions"][qid]["expected"]["pearson"] for r in group]
@@ -307,11 +318,11 @@ def print_table(path: Path) -> None:
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     for r in rows:
         opts = r["options"]
-        modules = "attn" if set(opts.get("target_modules") or []) <= ATTENTION else "attn+mlp"
+        modules = "attn" if set(recorded(r, "target_modules")) <= ATTENTION else "attn+mlp"
         head = (
             f"{r['tag'] or '-':<18} {r.get('survey', 'evshift')} train={r['train']:<4} "
             f"lr={opts.get('learning_rate')} ep={opts.get('epochs')} r={opts.get('lora_r')} "
-            f"{modules} seed={opts.get('seed', 0)} persona={r['persona']} "
+            f"{modules} seed={recorded(r, 'seed')} persona={r['persona']} "
             f"best={r['best_epoch']} {r['train_seconds']:.0f}s {r['tokens_per_second']:.0f}tok/s"
         )
         print(head)
