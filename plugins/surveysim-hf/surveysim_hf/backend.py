@@ -33,7 +33,8 @@ class HFBackend(Backend):
             "weight_decay", "lr_scheduler", "warmup_steps", "batch_size",
             "gradient_accumulation_steps", "max_length", "max_steps", "loss_on", "seed",
             "checkpoint_every", "eval_batch_size", "packing", "pack_max_tokens", "lora_layers",
-            "cache_frozen_layers", "store_frozen_layers",
+            "cache_frozen_layers", "store_frozen_layers", "init_lora_weights", "use_rslora",
+            "use_dora", "loraplus_lr_ratio",
         }
     )  # fmt: skip
 

@@ -7,7 +7,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializationInfo, model_serializer
+
+#: field metadata of an option added after adapters were cached: at its default it is left out
+#: of the dumped options, so the settings and cache keys of every configuration that does not
+#: use it stay what they were (no cached adapter or answer is invalidated by its arrival)
+OMITTED_AT_DEFAULT = {"omit_at_default": True}
 
 
 class HFOptions(BaseModel):
@@ -45,6 +50,32 @@ class HFOptions(BaseModel):
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
         description="Module names that get LoRA adapters.",
     )
+    init_lora_weights: Literal["default", "gaussian", "pissa", "olora"] = Field(
+        "default",
+        json_schema_extra=OMITTED_AT_DEFAULT,
+        description="peft's adapter initialisation: 'default' (A random, B zero), 'gaussian',"
+        " 'pissa' (A and B from the weight's principal singular vectors, the rest left in the"
+        " base weight) or 'olora' (from its QR decomposition). PiSSA and OLoRA change the"
+        " adapted base weights while training; the saved adapter is converted (peft's"
+        " weight conversion, rank 2r) so that it applies to the unchanged base model.",
+    )
+    use_rslora: bool = Field(
+        False,
+        json_schema_extra=OMITTED_AT_DEFAULT,
+        description="Rank-stabilised LoRA: scale the adapter by alpha / sqrt(r), not alpha / r.",
+    )
+    use_dora: bool = Field(
+        False,
+        json_schema_extra=OMITTED_AT_DEFAULT,
+        description="DoRA: adapt the magnitude and direction of each weight separately (peft).",
+    )
+    loraplus_lr_ratio: float | None = Field(
+        None,
+        gt=0,
+        json_schema_extra=OMITTED_AT_DEFAULT,
+        description="LoRA+: the B matrices learn at this many times learning_rate (peft's"
+        " create_loraplus_optimizer; the LoRA+ paper suggests 2-16). None: one learning rate.",
+    )
     lora_layers: int | None = Field(
         None,
         ge=1,
@@ -72,8 +103,8 @@ class HFOptions(BaseModel):
     epochs: int = Field(3, ge=1, description="Training epochs; the best by validation is kept.")
     learning_rate: float = Field(2e-4, gt=0, description="AdamW learning rate.")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
-    lr_scheduler: Literal["linear", "constant"] = Field(
-        "linear", description="Learning-rate schedule after warm-up."
+    lr_scheduler: Literal["linear", "constant", "cosine"] = Field(
+        "linear", description="Learning-rate schedule after warm-up (to 0 at the last step)."
     )
     warmup_steps: int = Field(0, ge=0, description="Linear warm-up optimizer steps.")
     batch_size: int = Field(8, ge=1, description="Examples per forward pass and process.")
@@ -119,6 +150,16 @@ class HFOptions(BaseModel):
         None, ge=1, description="CPU threads per process (default: cores / local processes)."
     )
     progress_bars: bool = Field(True, description="Show tqdm progress bars on stderr.")
+
+    @model_serializer(mode="wrap")
+    def _omit_new_defaults(self, handler, info: SerializationInfo) -> dict:
+        dumped = handler(self)
+        for name, spec in type(self).model_fields.items():
+            extra = spec.json_schema_extra
+            omit = isinstance(extra, dict) and extra.get("omit_at_default") and name in dumped
+            if omit and getattr(self, name) == spec.get_default(call_default_factory=True):
+                del dumped[name]
+        return dumped
 
     def preflight(self) -> None:
         """Checks beyond the options' types, run by ``surveysim validate`` and before a run:

@@ -257,8 +257,36 @@ def _add_lora(model: Any, options: HFOptions) -> Any:
         task_type="CAUSAL_LM",
         layers_to_transform=top,
         layers_pattern="layers" if top is not None else None,
+        init_lora_weights=True
+        if options.init_lora_weights == "default"
+        else options.init_lora_weights,
+        use_rslora=options.use_rslora,
+        use_dora=options.use_dora,
     )
     return get_peft_model(model, config)
+
+
+def mutates_base(options: HFOptions) -> bool:
+    """Whether the adapter's initialisation moves part of the base weights into it (PiSSA,
+    OLoRA): its trained adapter then applies to the unchanged base only after conversion."""
+    return options.init_lora_weights in ("pissa", "olora")
+
+
+def make_optimizer(model: Any, options: HFOptions) -> Any:
+    """AdamW over the adapter's parameters; with ``loraplus_lr_ratio``, peft's LoRA+ groups
+    (the B matrices at ratio x the learning rate)."""
+    if options.loraplus_lr_ratio is not None:
+        from peft.optimizers import create_loraplus_optimizer
+
+        return create_loraplus_optimizer(
+            model,
+            torch.optim.AdamW,
+            lr=options.learning_rate,
+            loraplus_lr_ratio=options.loraplus_lr_ratio,
+            weight_decay=options.weight_decay,
+        )
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.AdamW(params, lr=options.learning_rate, weight_decay=options.weight_decay)
 
 
 def make_scheduler(optimizer: Any, options: HFOptions, total_steps: int) -> Any:
@@ -269,7 +297,10 @@ def make_scheduler(optimizer: Any, options: HFOptions, total_steps: int) -> Any:
             return (step + 1) / (warmup + 1)
         if options.lr_scheduler == "constant":
             return 1.0
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+        left = max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+        if options.lr_scheduler == "cosine":
+            return 0.5 * (1.0 - math.cos(math.pi * left))
+        return left
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
@@ -386,7 +417,13 @@ class Trainer:
         if self.main:
             out_dir.mkdir(parents=True, exist_ok=True)
             if self.checkpoint is None:
-                for stale in ("checkpoint", "checkpoint.tmp", "checkpoint.old", "epochs"):
+                for stale in (
+                    "checkpoint",
+                    "checkpoint.tmp",
+                    "checkpoint.old",
+                    "epochs",
+                    "initial-adapter",
+                ):
                     shutil.rmtree(out_dir / stale, ignore_errors=True)
                 for stale in (*ADAPTER_FILES, "training.json"):
                     (out_dir / stale).unlink(missing_ok=True)
@@ -467,10 +504,16 @@ class Trainer:
         options, accelerator, state = self.options, self.accelerator, self.checkpoint
         torch.manual_seed(options.seed)
         model = add_lora(self.base_model, options)
-        params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(
-            params, lr=options.learning_rate, weight_decay=options.weight_decay
-        )
+        self.initial_adapter = None
+        if mutates_base(options):
+            # the adapter as initialised (deterministic, so the same on resuming): the saved
+            # epochs are converted against it to apply to the unchanged base model
+            self.initial_adapter = self.out_dir / "initial-adapter"
+            if self.main:
+                with output_errors(self.initial_adapter):
+                    model.save_pretrained(self.initial_adapter, safe_serialization=True)
+            self.accelerator.wait_for_everyone()
+        optimizer = make_optimizer(model, options)
         self.scheduler = make_scheduler(optimizer, options, self.total_steps)
         self.progress = Progress(fingerprint=self.stamp)
         if state is not None:
@@ -714,8 +757,13 @@ class Trainer:
             try:
                 # a full disk inside peft/safetensors: a named error; the staging copy goes
                 with output_errors(staging):
+                    conversion = {}
+                    if self.initial_adapter is not None:
+                        conversion["path_initial_model_for_weight_conversion"] = str(
+                            self.initial_adapter
+                        )
                     self.accelerator.unwrap_model(self.model).save_pretrained(
-                        staging, safe_serialization=True
+                        staging, safe_serialization=True, **conversion
                     )
             except OutputError:
                 shutil.rmtree(staging, ignore_errors=True)
