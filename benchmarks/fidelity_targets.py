@@ -98,20 +98,36 @@ def default_targets(summary: dict[str, Any], status: dict[str, Any], minutes: fl
             bool(r["value"] >= 0.45 and (r["ci_low"] or 0) > 0),
         )
     )
+    r = pick(summary, SYSTEM, POST, "pearson", readout="expected", temperature=1.0)
+    out.append(Target("post: pearson of `expected` (t = 1)", with_ci(r, 2), ">= 0.35",
+                      bool(r["value"] >= 0.35)))  # fmt: skip
     for q in QUESTIONS:
         r = pick(summary, SYSTEM, q, "rmse", readout="expected", temperature=1.0)
-        m = pick(summary, "marginal", q, "rmse")
+        # like with like: the marginal's mean as its point prediction, not its sampled answers
+        m = pick(summary, "marginal", q, "rmse", readout="expected")
         out.append(
             Target(
                 f"{q}: RMSE of `expected` (t = 1)",
                 with_ci(r, 1),
-                f"below the marginal baseline's {m['value']:.1f}" if m else NO_MARGINAL,
+                f"below the marginal's `expected` {m['value']:.1f}" if m else NO_MARGINAL,
                 bool(r["value"] < m["value"]) if m else None,
             )
         )
     for q in QUESTIONS:
+        r = pick(summary, SYSTEM, q, "spread", readout="expected", temperature=1.0)
+        h = pick(summary, "floor:humans", q, "spread")
+        humans = f" (humans {h['value']:.1f})" if h else ""
+        out.append(
+            Target(
+                f"{q}: SD of `expected` across test respondents",
+                f"{r['value']:.1f}",
+                f">= 5 points{humans}",
+                bool(r["value"] >= 5),
+            )
+        )
+    for q in QUESTIONS:
         r = pick(summary, SYSTEM, q, "kl", readout="calibrated")
-        m = pick(summary, "marginal", q, "kl")
+        m = pick(summary, "marginal", q, "kl", readout="answer")
         out.append(
             Target(
                 f"{q}: KL at `calibrated` (t = {r['temperature']:g})",

@@ -137,6 +137,7 @@ class Cache:
             out = []
             for i, m in enumerate(meta):
                 codes = arrays[f"codes_{i}"] if m["has_codes"] else None
+                expected = arrays[f"expected_{i}"] if m.get("has_expected") else None
                 out.append(
                     SystemAnswers(
                         m["setting"],
@@ -145,6 +146,7 @@ class Cache:
                         m["temperature"],
                         m["params"],
                         m["texts"],
+                        expected,
                     )
                 )
         return out
@@ -157,11 +159,14 @@ class Cache:
                 arrays[f"probs_{i}"] = np.asarray(a.distribution.probs, dtype=float)
                 if a.codes is not None:
                     arrays[f"codes_{i}"] = np.asarray(a.codes, dtype=float)
+                if a.expected is not None:
+                    arrays[f"expected_{i}"] = np.asarray(a.expected, dtype=float)
                 meta.append(
                     {
                         "setting": a.setting,
                         "exact": bool(a.distribution.exact),
                         "has_codes": a.codes is not None,
+                        "has_expected": a.expected is not None,
                         "temperature": a.temperature,
                         "params": a.params,
                         "texts": a.texts,

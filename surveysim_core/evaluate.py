@@ -86,6 +86,13 @@ def score_result(
                 plan.answer_types, option_orders(plan), plan.config.decoding.seed,
             )  # fmt: skip
             rows += [{**r, "readout": "answer"} for r in shown]
+            if ans.expected is not None:
+                # a sampling baseline's mean as its point prediction, like a language model's E[a]
+                rows += score_system(
+                    result.system, ans.setting, None, test.items, test.respondents,
+                    ans.distribution, plan.answer_types, plan.metrics, plan.segments,
+                    readout="expected", points=ans.expected, **boot,
+                )  # fmt: skip
         else:
             by_setting.setdefault(ans.setting, {})[ans.temperature] = ans.distribution
             # a language model saw the options in their shown order: its mass by position
@@ -137,6 +144,12 @@ def _validation_rows(result: SystemResult, plan: Plan, val: ItemSet | None) -> p
                 result.system, ans.setting, None, val.items, val.respondents, ans.distribution,
                 plan.answer_types, plan.metrics, [],
             )  # fmt: skip
+            if ans.expected is not None:
+                rows += score_system(
+                    result.system, ans.setting, None, val.items, val.respondents,
+                    ans.distribution, plan.answer_types, plan.metrics, [], readout="expected",
+                    points=ans.expected,
+                )  # fmt: skip
     return pd.DataFrame(rows, columns=METRIC_COLUMNS)
 
 

@@ -92,6 +92,10 @@ class Metric:
 
     #: whether :meth:`point` scores point predictions (e.g. the ``expected`` readout, E[a])
     scores_points: ClassVar[bool] = False
+    #: whether the metric of the humans' own answers as points (``point(human, human)``) says
+    #: something worth showing beside the systems' (a spread, not an error that is 0): the
+    #: noise floors then carry a ``humans`` row of it
+    describes_humans: ClassVar[bool] = False
 
     def __call__(self, human: np.ndarray, model: AnswerDistribution, answer: AnswerType) -> float:
         raise NotImplementedError
@@ -108,12 +112,19 @@ class BaselinePrediction:
     setting: str
     params: dict[str, Any]
     codes: np.ndarray
+    #: the mean of the distribution the codes were drawn from, per item, where the baseline
+    #: samples its answers (the marginal, the random answer): scored as the ``expected`` readout
+    #: so that a point prediction is compared with the language models' E[a], like with like
+    expected: np.ndarray | None = None
 
 
 class Baseline:
     """Predicts answers from demographics (and context) without a language model."""
 
     Options: ClassVar[type[BaseModel] | None] = None
+    #: whether :meth:`predict` gives ``expected`` (the mean of a sampling baseline's
+    #: distribution); part of its cache key, so that answers cached without it are not reused
+    gives_expected: ClassVar[bool] = False
 
     def __init__(self, options: BaseModel | None = None):
         self.options = options
@@ -270,6 +281,8 @@ class SystemAnswers:
     temperature: float | None = None
     params: dict[str, Any] = field(default_factory=dict)
     texts: list[str | None] | None = None
+    #: a point prediction per item beside sampled ``codes`` (a sampling baseline's mean)
+    expected: np.ndarray | None = None
 
 
 @dataclass

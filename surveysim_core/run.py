@@ -45,6 +45,7 @@ from surveysim_core.scoring import (
     difference_rows,
     floor_rows,
     higher_is_better,
+    undirected,
 )
 from surveysim_core.split import split_by_subject
 from surveysim_core.summary import training_throughput, write_summary
@@ -318,7 +319,9 @@ def write_results(
     metrics = pd.concat([*(s.metrics for s in scored), floors], ignore_index=True)
     rd.write_frame("metrics.csv", metrics)
     draws = {k: v for s in scored for k, v in s.draws.items()}
-    differences = difference_rows(metrics, draws, higher_is_better(plan.metrics))
+    differences = difference_rows(
+        metrics, draws, higher_is_better(plan.metrics), undirected(plan.metrics)
+    )
     rd.write_frame("differences.csv", pd.DataFrame(differences, columns=DIFFERENCE_COLUMNS))
     settings = pd.DataFrame([r for s in scored for r in s.settings], columns=SETTINGS_COLUMNS)
     rd.write_frame("settings.csv", settings)

@@ -365,6 +365,12 @@ def floor_rows(
                             float(np.nanmean(values_arr)), n, _spread(values_arr),
                             percentile_interval(values_arr))
                     )  # fmt: skip
+            for name, metric in metrics.items():
+                if getattr(metric, "describes_humans", False) and applicable(metric, answer, True):
+                    value = metric.point(human, human, answer)
+                    rows.append(
+                        {**row("floor:humans", qid, seg_name, name, value, n), "readout": ""}
+                    )
             for system, dist in [("floor:uniform", uniform), ("floor:marginal", marginal)]:
                 model = AnswerDistribution.constant(dist, n)
                 for name, metric in metrics.items():
@@ -470,10 +476,21 @@ def higher_is_better(catalogue: Mapping[str, Any]) -> set[str]:
     }
 
 
+def undirected(catalogue: Mapping[str, Any]) -> set[str]:
+    """The metrics that describe rather than score (``lower_is_better`` None and not higher
+    is better, e.g. ``spread``): no system is better or worse than another by them."""
+    higher = higher_is_better(catalogue)
+    return {
+        n for n, m in catalogue.items()
+        if getattr(m, "lower_is_better", None) is None and n not in higher
+    }  # fmt: skip
+
+
 def difference_rows(
     metrics: pd.DataFrame,
     draws: Mapping[DrawKey, np.ndarray],
     higher: Iterable[str] = HIGHER_IS_BETTER,
+    skip: Iterable[str] = (),
 ) -> list[dict[str, Any]]:
     """Paired differences (system minus reference) of every overall metric row, with CIs.
 
@@ -484,10 +501,13 @@ def difference_rows(
     best test value (a run without validation respondents, or from before the choice). Both systems' values in a bootstrap draw come from the same
     resampled respondents, so the interval is the percentile interval of the per-draw
     differences. Rows whose draws are missing get NaN CIs. ``higher`` names the metrics where
-    higher is better (:func:`higher_is_better` of the run's metrics).
+    higher is better (:func:`higher_is_better` of the run's metrics); ``skip`` those with no
+    direction (:func:`undirected`). A point prediction (readout ``expected``) is compared with
+    the marginal baseline's mean where it has one, not with its sampled answers.
     """
     higher_set = set(higher)
     overall = metrics[(metrics["segment"] == "all") & ~metrics["system"].str.startswith("floor:")]
+    overall = overall[~overall["metric"].isin(set(skip))]
     if "readout" not in overall:
         overall = overall.assign(readout="")
     overall = overall.assign(
@@ -513,15 +533,26 @@ def difference_rows(
         if "validation_value" in baselines and baselines["validation_value"].notna().all():
             basis = baselines["validation_value"]
         best = baselines.loc[basis.idxmax() if up else basis.idxmin()]
-        references = [("best baseline", best)]
         marginal = baselines[baselines["system"] == "marginal"]
-        if len(marginal):
-            references.insert(0, ("marginal baseline", marginal.iloc[0]))
-        for against, ref in references:
-            ref_draws = lookup(key(ref))
+        # like with like: a point prediction (``expected``) against the marginal's mean, other
+        # readouts against its answers as given (either, where the marginal has one readout)
+        marginal_by = {
+            point: rows.iloc[0]
+            for point in (True, False)
+            if len(rows := marginal[(marginal["readout"] == "expected") == point])
+        }
+
+        # per reference: its row for a point prediction (True) and for the others (False)
+        references = [("best baseline", {True: best, False: best})]
+        if marginal_by:
+            references.insert(0, ("marginal baseline", marginal_by))
+        for against, by_point in references:
             for _, r in group.iterrows():
+                point = r["readout"] == "expected"
+                ref = by_point.get(point, by_point.get(not point))
                 if key(r) == key(ref):
                     continue
+                ref_draws = lookup(key(ref))
                 mine = lookup(key(r))
                 low = high = np.nan
                 if mine is not None and ref_draws is not None and len(mine) == len(ref_draws):

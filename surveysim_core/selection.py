@@ -40,25 +40,31 @@ def mark_choice(
 
     ``validation`` holds the system's overall metric rows on the validation split (None: the
     run has no validation respondents, and the choice falls back to the test value). Only
-    rows of the ``answer`` readout (a baseline's own answers) take part.
+    rows of the ``answer`` readout (a baseline's own answers) take part in the choice; the
+    chosen setting's rows of every readout are marked.
     """
     out = metrics.assign(validation_value=np.nan, chosen_on="")
-    answer = out["readout"].fillna("").astype(str) == "answer"
+    readout = out["readout"].fillna("").astype(str)
+    answer = readout == "answer"
     overall = answer & (out["segment"] == "all")
     if not overall.any():
         return out
     if validation is not None and len(validation):
         val = validation[validation["segment"] == "all"]
+        val_readout = val["readout"].fillna("").astype(str)
         lookup = {
-            (str(r.setting), str(r.question), str(r.metric)): float(r.value)
-            for r in val.itertuples(index=False)
+            (str(r.setting), str(r.question), str(r.metric), ro): float(r.value)
+            for r, ro in zip(val.itertuples(index=False), val_readout, strict=True)
         }
         keys = zip(
             out["setting"].astype(str), out["question"].astype(str), out["metric"].astype(str),
-            strict=True,
+            readout, strict=True,
         )  # fmt: skip
         values = np.array([lookup.get(k, np.nan) for k in keys], float)
-        out.loc[overall, "validation_value"] = values[overall.to_numpy()]
+        # every overall row of a readout the validation split scored (its answers, and a
+        # sampling baseline's mean): the best baseline of differences.csv is picked by them
+        scored = (out["segment"] == "all") & readout.isin(set(val_readout))
+        out.loc[scored, "validation_value"] = values[scored.to_numpy()]
         basis, label = "validation_value", "validation"
     else:
         if out.loc[answer, "setting"].nunique() > 1:
@@ -75,7 +81,9 @@ def mark_choice(
             continue
         best = scores.idxmax() if name in up else scores.idxmin()
         setting = out.at[best, "setting"]
-        rows = answer & (out["question"] == qid) & (out["metric"] == name)
+        # the chosen setting's other readouts (a sampling baseline's mean, ``expected``) go
+        # with it: one choice per setting, made on its answers as given
+        rows = (out["question"] == qid) & (out["metric"] == name)
         out.loc[rows & (out["setting"] == setting), "chosen_on"] = label
     return out
 

@@ -281,9 +281,11 @@ def test_run_json_prints_the_summary_it_writes(tmp_path, runner, satisfaction_cl
     assert printed["finished"] is True and printed["timings_s"]["total"] > 0
     assert "marginal" in printed["systems"]
     rows = [r for r in printed["results"] if r["system"] == "marginal" and r["metric"] == "rmse"]
+    # its sampled answers, and its mean as the point prediction (the ``expected`` readout)
+    assert sorted(r["readout"] for r in rows) == ["answer", "expected"]
+    rows = [r for r in rows if r["readout"] == "answer"]  # tells a system's readouts apart
     assert len(rows) == 1 and rows[0]["question"] == "satisfaction"
     assert rows[0]["temperature"] is None  # a baseline has no temperature: null, never NaN
-    assert rows[0]["readout"] == "answer"  # tells a system's readouts apart
     assert rows[0]["ci_low"] <= rows[0]["value"] <= rows[0]["ci_high"]
     assert 0 < rows[0]["value"] < 4  # answers are 1..5
 

@@ -138,6 +138,7 @@ def test_valid_plan_resolves_plugins(tmp_path, plugins):
         "kl",
         "rmse",
         "pearson",
+        "spread",
         "success_rate",
         "wasserstein",
         "representativeness",

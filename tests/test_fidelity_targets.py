@@ -31,15 +31,23 @@ def row(system, question, metric, value, readout="answer", t=None, setting="s", 
             "ci_low": ci[0], "ci_high": ci[1]}  # fmt: skip
 
 
-def write_run(path: Path, pearson, ci_low, post_kl, total_s, memory_rmse=30.0) -> Path:
+def write_run(path: Path, pearson, ci_low, post_kl, total_s, memory_rmse=30.0, spread=8.0) -> Path:
     results = [
         row("fine_tuned", INITIAL, "pearson", pearson, "expected", 1.0, ci=(ci_low, 0.9)),
+        row("fine_tuned", POST, "pearson", 0.4, "expected", 1.0, ci=(0.1, 0.6)),
         row("fine_tuned", INITIAL, "rmse", 20.0, "expected", 1.0),
         row("fine_tuned", POST, "rmse", memory_rmse, "expected", 1.0),
+        row("fine_tuned", INITIAL, "spread", spread, "expected", 1.0),
+        row("fine_tuned", POST, "spread", spread, "expected", 1.0),
         row("fine_tuned", INITIAL, "kl", 0.10, "calibrated", 0.85),
         row("fine_tuned", POST, "kl", post_kl, "calibrated", 0.85),
+        # the marginal's sampled answers and its mean (``expected``): RMSE against the mean
         row("marginal", INITIAL, "rmse", 35.0), row("marginal", POST, "rmse", 33.0),
+        row("marginal", INITIAL, "rmse", 27.0, "expected"),
+        row("marginal", POST, "rmse", 31.0, "expected"),
         row("marginal", INITIAL, "kl", 0.15), row("marginal", POST, "kl", 0.05),
+        row("floor:humans", INITIAL, "spread", 25.0, ""),
+        row("floor:humans", POST, "spread", 24.0, ""),
         # two CatBoost settings: the one chosen on validation is the reference, not the lower
         row("catboost", POST, "rmse", 15.0, setting="oracle"),
         row("catboost", POST, "rmse", 20.0, setting="chosen", chosen="validation"),
@@ -65,8 +73,9 @@ def test_each_target_met_and_missed(ft, tmp_path, capsys):
         "personas": 200, "holdout": [], "pilot": {"shift": shift},
         "catboost": {"shift": {"spearman_all": 0.5}}}))  # fmt: skip
     targets = ft.main(["--run", str(good), "--memory-run", str(memory), "--pilot", str(pilot)])
-    assert verdicts(targets) == [True] * 8
+    assert verdicts(targets) == [True] * 11
     printed = capsys.readouterr().out
+    assert "below the marginal's `expected` 31.0" in printed and "(humans 24.0)" in printed
     assert "0.70 over 35 statements, 200 personas" in printed and "CatBoost 0.50" in printed
     assert "chosen, chosen on validation" in printed  # the validation-chosen CatBoost
     assert "demographics and intervention only" in printed  # the method's CatBoost
@@ -78,11 +87,14 @@ def test_each_target_met_and_missed(ft, tmp_path, capsys):
     ft.main(["--run", str(good), "--memory-run", str(memory)])
     assert "with the previous answer as a feature" in capsys.readouterr().out
 
-    # pearson 0.5 with a CI reaching 0; post KL 0.08 > 0.05 + 0.02; 16 minutes; memory
-    # RMSE 30 is above the chosen CatBoost's 20 (though below nothing else)
-    bad = write_run(tmp_path / "bad", 0.5, -0.01, 0.08, 960)
+    # pearson 0.5 with a CI reaching 0; post RMSE 32 is below the marginal's sampled answers
+    # (33) but not its mean (31); everyone within 1 point; post KL 0.08 > 0.05 + 0.02;
+    # 16 minutes; memory RMSE 32 is above the chosen CatBoost's 20
+    bad = write_run(tmp_path / "bad", 0.5, -0.01, 0.08, 960, memory_rmse=32.0, spread=1.0)
     targets = ft.main(["--run", str(bad), "--memory-run", str(bad)])
-    assert verdicts(targets) == [False, True, True, True, False, False, False, None]
+    assert verdicts(targets) == [
+        False, True, True, False, False, False, True, False, False, False, None
+    ]  # fmt: skip
 
 
 def test_a_folder_that_is_no_run_is_named(ft, tmp_path):
@@ -98,7 +110,7 @@ def test_a_run_without_the_reference_baselines_prints_them_as_not_measured(ft, t
     summary["results"] = [r for r in summary["results"] if r["system"] == "fine_tuned"]
     (run / "summary.json").write_text(json.dumps(summary))
     targets = ft.main(["--run", str(run), "--memory-run", str(run)])
-    assert verdicts(targets) == [True, None, None, None, None, False, None, None]
+    assert verdicts(targets) == [True, True, None, None, True, True, None, None, False, None, None]
     printed = capsys.readouterr().out
     assert "0.72 [0.54, 0.90]" in printed and "the run has none" in printed
     assert "no catboost baseline" in printed

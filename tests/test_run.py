@@ -121,6 +121,7 @@ def test_metrics_are_tidy_with_floors_and_independently_checked_values(finished_
         "floor:split_half",
         "floor:uniform",
         "floor:marginal",
+        "floor:humans",
     }
     assert len(metrics) == len(run.metrics)
     # every system row has a bootstrap interval over respondents that covers its value
@@ -141,6 +142,14 @@ def test_metrics_are_tidy_with_floors_and_independently_checked_values(finished_
         & (diffs["against"] == "marginal baseline")
     ]  # fmt: skip
     assert len(random_kl) == 1 and random_kl[["ci_low", "ci_high"]].notna().all(axis=None)
+    # like with like: a point prediction against the marginal's mean, answers against answers
+    random_rmse = diffs[
+        (diffs["system"] == "random") & (diffs["metric"] == "rmse")
+        & (diffs["against"] == "marginal baseline")
+    ].set_index("readout")  # fmt: skip
+    assert random_rmse.loc["expected", "reference_readout"] == "expected"
+    assert random_rmse.loc["answer", "reference_readout"] == "answer"
+    assert "spread" not in set(diffs["metric"])  # a description: no system wins by it
     log_text = (run_dir / "run.log").read_text()
     assert "scored random" in log_text and "scored marginal" in log_text
     half = metrics[metrics["system"] == "floor:split_half"]
@@ -153,10 +162,12 @@ def test_metrics_are_tidy_with_floors_and_independently_checked_values(finished_
     assert "nll" in set(metrics.loc[metrics["system"] == "floor:uniform", "metric"])
 
     def value(system, metric, segment="all"):
+        """The row of the answers as given (not a sampling baseline's ``expected`` readout)."""
         row = metrics[
             (metrics["system"] == system)
             & (metrics["metric"] == metric)
             & (metrics["segment"] == segment)
+            & (metrics["readout"] != "expected")
         ]
         assert len(row) == 1, (system, metric, segment)
         return float(row["value"].iloc[0])
@@ -173,6 +184,24 @@ def test_metrics_are_tidy_with_floors_and_independently_checked_values(finished_
         h = (human.count(k) + 0.5) / (n + 2.5)
         kl += h * math.log(h / 0.2)
     assert value("floor:uniform", "kl") == pytest.approx(kl)
+    # the humans' spread, and the marginal baseline's mean as its point prediction (the
+    # ``expected`` readout): its RMSE against the test answers, and no spread at all
+    mean = sum(human) / n
+    assert value("floor:humans", "spread") == pytest.approx(
+        math.sqrt(sum((y - mean) ** 2 for y in human) / n)
+    )
+    responses = pd.read_csv(run_dir / "data" / "responses.csv", dtype={"subject_id": str})
+    splits = pd.read_csv(run_dir / "splits.csv", dtype={"subject_id": str})
+    train_ids = set(splits.loc[splits["split"] == "train", "subject_id"])
+    train = responses[responses["subject_id"].isin(train_ids)]
+    expected = metrics[(metrics["system"] == "marginal") & (metrics["readout"] == "expected")]
+    overall = expected[expected["segment"] == "all"].set_index("metric")["value"]
+    train_mean = train["answer"].astype(float).mean()
+    by_hand = math.sqrt(sum((train_mean - y) ** 2 for y in human) / n)
+    assert overall["rmse"] == pytest.approx(by_hand)
+    assert overall["spread"] == pytest.approx(0.0, abs=1e-9)
+    assert math.isnan(overall["pearson"])  # a constant tells no one apart
+    assert overall["rmse"] < value("marginal", "rmse")  # the mean beats a sampled answer
     north = preds.merge(
         pd.read_csv(run_dir / "data" / "responses.csv")[["subject_id", "region"]], on="subject_id"
     )
@@ -297,7 +326,9 @@ def test_evshift_config_through_the_cli(tmp_path, runner, cli):
         assert text in out
     header = next(line for line in out.splitlines() if line.strip().startswith("system"))
     # nll is shown because the exact null models (floors) have it
-    assert header.split() == ["system", "t", "kl", "rmse", "pearson", "nll", "success_rate"]
+    assert header.split() == [
+        "system", "t", "kl", "rmse", "pearson", "nll", "spread", "success_rate"
+    ]  # fmt: skip
     assert f"Results: {tmp_path}" in out
     run_dirs = [p for p in tmp_path.iterdir() if p.is_dir() and not p.is_symlink()]
     assert len(run_dirs) == 1

@@ -568,6 +568,14 @@ class Trainer:
                 return
             if why:
                 self.say(f"frozen-layer store: {why}")
+        # minutes at a few hundred respondents on a CPU: a bar in sequences, as fine-tuning has
+        bar = tqdm(
+            total=n_units,
+            desc=f"frozen layers 0-{self.frozen.k - 1}",
+            unit="seq",
+            file=sys.stderr,
+            disable=not (self.main and options.progress_bars),
+        )
         for training in (True, False):
             packs, cached = self.units[training], []
             for start in range(0, len(packs), self.eval_unit_batch):
@@ -575,7 +583,9 @@ class Trainer:
                 batch = collate_packed(chosen, self.pad_id, self.mask_dtype)
                 hidden = self.frozen.lower_states(batch.to(device))
                 cached += [hidden[i, : len(p["input_ids"])].clone() for i, p in enumerate(chosen)]
+                bar.update(len(chosen))
             self.states[training] = cached
+        bar.close()
         self.say(
             f"cached the output of {self.frozen.k} frozen layers for {n_units}"
             f" sequences in {time.perf_counter() - tick:.1f}s"

@@ -187,6 +187,30 @@ class Pearson(Metric):
         return pearson(predicted, human)
 
 
+class Spread(Metric):
+    """Standard deviation of the system's point predictions across the items: how much it tells
+    respondents apart at all. A model that gives everyone the same answer has 0 (its pearson is
+    NaN), however close that answer is to the mean; the humans' own SD is the row
+    (:attr:`describes_humans`; system ``floor:humans``). For a distribution the point prediction is E[a] given a valid
+    answer; for sampled answers the answers themselves."""
+
+    name = "spread"
+    level = "individual"
+    needs_order = True
+    lower_is_better = None  # a description, not a score: more spread is not better by itself
+    summary = True
+    scores_points = True
+    describes_humans = True
+
+    def __call__(self, human, model: AnswerDistribution, answer: AnswerType) -> float:
+        return self.point(human, model.expected(answer), answer)
+
+    def point(self, human, predicted, answer: AnswerType) -> float:
+        values = np.asarray(predicted, float)
+        values = values[np.isfinite(values)]
+        return float(np.std(values)) if len(values) >= 2 else float("nan")
+
+
 def pearson(x: np.ndarray, y: np.ndarray) -> float:
     """Pearson correlation over the pairs where both are finite (NaN when either is constant)."""
     x, y = np.asarray(x, float), np.asarray(y, float)

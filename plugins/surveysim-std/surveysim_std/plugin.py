@@ -28,6 +28,7 @@ def register_metrics(register):
         ("accuracy", "Accuracy"),
         ("nll", "NegativeLogLikelihood"),
         ("pearson", "Pearson"),
+        ("spread", "Spread"),
     ]:
         register(name, f"{_M}.metrics:{cls}")
 
