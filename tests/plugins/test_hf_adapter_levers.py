@@ -127,3 +127,22 @@ def test_cosine_schedule_matches_the_formula_after_warm_up():
     expected = [0.5 * (1 - math.cos(math.pi * (10 - s) / 8)) for s in range(2, 10)]
     assert seen[2:] == pytest.approx(expected)
     assert seen[2] == pytest.approx(1.0)
+
+
+def test_the_log_says_how_long_fine_tuning_has_left(tiny_model, tmp_path):
+    from surveysim_core.protocols import Progress
+
+    said: list[str] = []
+    options = HFOptions(
+        model=str(tiny_model), learning_rate=1e-2, batch_size=8, epochs=3, progress_bars=False
+    )
+    hf = HFBackend(options, tmp_path, progress=Progress(said.append))
+    hf.fine_tune(
+        examples(32, "7"), examples(8, "7", 100), CrossEntropyLoss(), tmp_path / "adapter", False
+    )
+    eta = [m for m in said if m.startswith("fine-tuning: step")]
+    # 12 steps (3 epochs of 4): at each quarter (the first 20 steps are more than the run)
+    assert [m.split(",")[0] for m in eta] == [
+        "fine-tuning: step 3/12", "fine-tuning: step 6/12", "fine-tuning: step 9/12"
+    ]  # fmt: skip
+    assert all("training tokens/s" in m and "min left" in m for m in eta)

@@ -727,6 +727,25 @@ class Trainer:
             )
         self.bar.update(1)
         self.bar.set_postfix(loss=f"{step_loss:.4f}", epoch=epoch + 1)
+        if progress.global_step in self.eta_steps():
+            self.say(self.eta_line())
+
+    def eta_steps(self) -> set[int]:
+        """The steps after which the log says how long fine-tuning has left: once the first
+        20 steps give a rate, then at each quarter."""
+        total = self.total_steps
+        return ({min(20, total)} | {round(total * q / 4) for q in (1, 2, 3)}) - {0, total}
+
+    def eta_line(self) -> str:
+        """Measured training tokens/s in this session and the time left at that rate."""
+        progress = self.progress
+        rate = progress.tokens / progress.seconds if progress.seconds > 0 else 0.0
+        per_step = progress.seconds / max(1, progress.global_step)
+        left = per_step * (self.total_steps - progress.global_step)
+        return (
+            f"fine-tuning: step {progress.global_step}/{self.total_steps},"
+            f" {rate:.0f} training tokens/s, about {left / 60:.1f} min left"
+        )
 
     def validate(self) -> float | None:
         """Validation loss: the mean over batches weighted by label tokens, over processes."""
