@@ -81,6 +81,8 @@ def setup(args):
     overrides = [f"survey={args.survey}"]
     if args.persona != "paper":
         overrides.append(f"prompts.persona={args.persona}")
+    if args.persona_position != "system":
+        overrides.append(f"prompts.persona_position={args.persona_position}")
     if args.memory:
         overrides.append("prompts.memory=true")
     config = load_config(source, overrides)
@@ -150,6 +152,10 @@ def main() -> None:
     parser.add_argument("--survey", default="evshift")
     parser.add_argument("--persona", default="paper", help="paper (brace list) or compact")
     parser.add_argument(
+        "--persona-position", default="system", choices=["system", "question"],
+        help="the persona in the system prompt (default) or next to each question",
+    )  # fmt: skip
+    parser.add_argument(
         "--memory", action="store_true", help="respondent memory (known respondent)"
     )
     parser.add_argument(
@@ -208,6 +214,7 @@ def main() -> None:
     tick = time.perf_counter()
     result = {
         "tag": args.tag, "survey": args.survey, "train": args.train, "persona": args.persona,
+        "persona_position": args.persona_position,
         "memory": args.memory,
         "loss": args.loss, "loss_options": dict(
             (k, yaml.safe_load(v)) for k, _, v in (x.partition("=") for x in args.loss_set)
@@ -288,6 +295,7 @@ def setting(row: dict) -> str:
     """What a result measured, but for the LoRA seed: rows that share it are seed replicates."""
     options = {k: v for k, v in row["options"].items() if k != "seed"}
     fields = [row.get("survey", "evshift"), row["train"], row["persona"], row["memory"]]
+    fields.append(row.get("persona_position", "system"))
     loss = [row.get("loss", "cross_entropy"), row.get("loss_options", {})]
     return json.dumps([*fields, *loss, options], sort_keys=True)
 
@@ -314,6 +322,27 @@ def seed_spread(rows: list[dict]) -> list[str]:
     return lines
 
 
+#: options that are levers measured against the default: shown where a row set them
+LEVERS = ("init_lora_weights", "use_rslora", "use_dora", "loraplus_lr_ratio", "lr_scheduler",
+          "warmup_steps", "batch_size")  # fmt: skip
+
+
+def levers(row: dict) -> str:
+    """The levers a result set away from HFOptions' defaults, and the persona's position."""
+    from surveysim_hf.options import HFOptions
+
+    fields = HFOptions.model_fields
+    shown = [
+        f"{name}={row['options'][name]}"
+        for name in LEVERS
+        if name in row["options"]
+        and row["options"][name] != fields[name].get_default(call_default_factory=True)
+    ]
+    if row.get("persona_position", "system") != "system":
+        shown.append(f"persona_position={row['persona_position']}")
+    return " ".join(shown) + " " if shown else ""
+
+
 def print_table(path: Path) -> None:
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     for r in rows:
@@ -322,7 +351,7 @@ def print_table(path: Path) -> None:
         head = (
             f"{r['tag'] or '-':<18} {r.get('survey', 'evshift')} train={r['train']:<4} "
             f"lr={opts.get('learning_rate')} ep={opts.get('epochs')} r={opts.get('lora_r')} "
-            f"{modules} seed={recorded(r, 'seed')} persona={r['persona']} "
+            f"{modules} seed={recorded(r, 'seed')} persona={r['persona']} {levers(r)}"
             f"best={r['best_epoch']} {r['train_seconds']:.0f}s {r['tokens_per_second']:.0f}tok/s"
         )
         print(head)

@@ -182,6 +182,13 @@ class PromptsSection(Strict):
         description="Persona rendering: 'paper' (the paper's preamble and brace list, template"
         " 'system') or 'compact' (one 'field: value' list, template 'system_compact').",
     )
+    persona_position: Literal["system", "question"] = Field(
+        "system",
+        description="Where the persona's demographics stand: 'system' (in the system prompt,"
+        " as the paper writes it) or 'question' (at the start of every question's turn, next"
+        " to what is asked; the system prompt keeps the persona template's other text)."
+        " A prompt-layout lever for small models (docs/fidelity.md).",
+    )
     memory: bool = Field(
         False,
         description="Respondent memory: a respondent's items form one conversation in the order"

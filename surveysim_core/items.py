@@ -81,12 +81,20 @@ def render_prompts(
     labels = {name: f.label or name for name, f in spec.demographics.items()}
     compact = plan.config.prompts.persona == "compact"
     render_persona = render_demographics_compact if compact else render_demographics
+    beside_question = plan.config.prompts.persona_position == "question"
     systems: dict[str, str] = {}
+    personas: dict[str, str] = {}
     for sid, row in respondents.iterrows():
         demo = render_persona(row.to_dict(), labels)
-        systems[str(sid)] = plan.renderer.render(
-            "system_compact" if compact else "system", demographics=demo, respondent=row.to_dict()
+        # next to the question: the persona template without the demographics, which open
+        # each question's turn instead
+        system = plan.renderer.render(
+            "system_compact" if compact else "system",
+            demographics="" if beside_question else demo,
+            respondent=row.to_dict(),
         )
+        systems[str(sid)] = system.strip() if beside_question else system
+        personas[str(sid)] = f"{demo}\n" if beside_question else ""
     questions = {q.id: q for q in spec.questions}
     prompts = []
     cache: dict[tuple, str] = {}
@@ -103,7 +111,8 @@ def render_prompts(
                 q.template, question=q, answer=answer, options=options,
                 context_text=context_text, **context,
             )  # fmt: skip
-        prompts.append(Prompt(systems[rec["subject_id"]], cache[key]))
+        subject = rec["subject_id"]
+        prompts.append(Prompt(systems[subject], personas[subject] + cache[key]))
     if plan.config.prompts.memory and history:
         prompts = with_history(prompts, items, items["answer_text"].tolist())
     return prompts

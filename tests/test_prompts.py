@@ -97,6 +97,33 @@ def test_evshift_prompts_equal_the_papers_text(evshift_plan, instrument):
     assert system.startswith(one_line(instrument["prompts"]["system"].split("{")[0]))
 
 
+def test_the_persona_next_to_the_question(plugins, instrument):
+    """``prompts.persona_position: question``: the same demographics open each question's turn,
+    and the system prompt keeps the paper's instruction without them."""
+    path = REPO / "surveys" / "evshift.yaml"
+    plans = {
+        pos: plan_run(load_config(path, [f"prompts.persona_position={pos}"]), str(path), plugins)
+        for pos in ("system", "question")
+    }
+    spec = plans["system"].survey.spec
+    respondents = pd.DataFrame(
+        [evshift_respondent(spec)], index=pd.Index(["s1"], name="subject_id")
+    )
+    items = pd.DataFrame(
+        {"subject_id": ["s1", "s1"], "question": ["initial_preference",
+         "post_intervention_preference"], "intervention": ["", "3"], "seq": [0, 1],
+         "answer": [50.0, 60.0]}
+    )  # fmt: skip
+    beside = render_prompts(plans["question"], items, respondents)
+    default = render_prompts(plans["system"], items, respondents)
+    instruction = one_line(instrument["prompts"]["system"].split("{")[0]).strip()
+    persona = default[0].system[len(instruction) :].strip()
+    assert persona.startswith("{living state: alabama,") and persona.endswith("}")
+    for b, d in zip(beside, default, strict=True):
+        assert b.system == instruction  # no demographics left in it
+        assert b.user == f"{persona}\n{d.user}"
+
+
 def test_missing_variable_is_a_config_error_naming_the_template():
     renderer = PromptRenderer({"greeting": "Hello {{ nmae }}"}, source="my-survey.yaml")
     with pytest.raises(ConfigError) as err:
