@@ -417,6 +417,15 @@ def headlines(metrics: pd.DataFrame, diffs: pd.DataFrame) -> list[Headline]:
                 )
             if fm is not None:
                 text.append(f"The {MARGINAL_FLOOR} scores {_fmt(fm['value'])}.")
+            spreads = q[q["metric"] == "spread"]
+            spread = spreads[_same(spreads, best)]
+            humans = floor("floor:humans", "spread")
+            if metric == "rmse" and len(spread) and humans is not None:
+                # a constant near the mean wins RMSE: say how far it tells people apart
+                text.append(
+                    f"Its point predictions spread {_fmt(spread['value'].iloc[0])} (SD across"
+                    f" respondents) against the humans' {_fmt(humans['value'])}."
+                )
             sentences.append(" ".join(text))
         out.append(Headline(str(qid), sentences, _headline_table(q)))
     return out
@@ -426,7 +435,7 @@ def _headline_table(q: pd.DataFrame) -> str:
     """Per system (best setting of a grid by each metric): KL, RMSE and success, with CIs."""
     wanted = [
         m
-        for m in ("kl", "rmse", "pearson", "wasserstein", "nll", "success_rate")
+        for m in ("kl", "rmse", "pearson", "spread", "wasserstein", "nll", "success_rate")
         if m in set(q["metric"])
     ]
     # (system, setting, readout, t) -> notes

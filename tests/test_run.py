@@ -202,6 +202,9 @@ def test_metrics_are_tidy_with_floors_and_independently_checked_values(finished_
     assert overall["spread"] == pytest.approx(0.0, abs=1e-9)
     assert math.isnan(overall["pearson"])  # a constant tells no one apart
     assert overall["rmse"] < value("marginal", "rmse")  # the mean beats a sampled answer
+    # the report's headline says how far its RMSE winner tells people apart
+    html = (run_dir / "report.html").read_text(encoding="utf-8")
+    assert "Its point predictions spread" in html and "against the humans'" in html
     north = preds.merge(
         pd.read_csv(run_dir / "data" / "responses.csv")[["subject_id", "region"]], on="subject_id"
     )
