@@ -140,6 +140,11 @@ def test_the_log_says_how_long_fine_tuning_has_left(tiny_model, tmp_path):
     hf.fine_tune(
         examples(32, "7"), examples(8, "7", 100), CrossEntropyLoss(), tmp_path / "adapter", False
     )
+    # the plan in steps and answers: 32 answers of 32 respondents, 8 a step, 3 epochs
+    assert (
+        "fine-tuning plan: 12 optimizer steps over 3 epoch(s) of 32 answers from 32"
+        in "\n".join(said)
+    )
     eta = [m for m in said if m.startswith("fine-tuning: step")]
     # 12 steps (3 epochs of 4): at each quarter (the first 20 steps are more than the run)
     assert [m.split(",")[0] for m in eta] == [

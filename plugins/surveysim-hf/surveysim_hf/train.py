@@ -492,6 +492,14 @@ class Trainer:
         self.total_steps = steps_per_epoch * options.epochs
         if options.max_steps is not None:
             self.total_steps = min(self.total_steps, options.max_steps)
+        # what learning depends on is steps and answers, not respondents (docs/fidelity.md):
+        # the same 400 respondents give a survey with fewer answers each fewer answers a step
+        self.say(
+            f"fine-tuning plan: {self.total_steps} optimizer steps over {options.epochs}"
+            f" epoch(s) of {len(train)} answers from {len({e.subject_id for e in train})}"
+            f" respondents ({len(train) * options.epochs / max(1, self.total_steps):.1f} answers"
+            " a step)"
+        )
 
     def build_model(self) -> None:
         """LoRA adapters, optimizer and scheduler, restored from the checkpoint when resuming,
