@@ -318,7 +318,11 @@ def seed_spread(rows: list[dict]) -> list[str]:
             shown = " ".join(f"{v:+.2f}" for v in values)
             lines.append(
                 f"   {qid[:12]:<12} pearson E[a] {shown}: range {max(values) - min(values):.2f}"
+                f" (mean {np.mean(values):+.2f}, min {min(values):+.2f}, max {max(values):+.2f})"
             )
+        minutes = [r["train_seconds"] / 60 for r in group if "train_seconds" in r]
+        if minutes:
+            lines.append(f"   fine-tuning {min(minutes):.1f}-{max(minutes):.1f} min a seed")
     return lines
 
 

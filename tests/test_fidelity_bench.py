@@ -85,10 +85,14 @@ def test_seed_spread_groups_replicates_of_one_setting_only(fidelity):
     ]
     lines = fidelity.seed_spread(rows)
     assert lines[0] == "seed replicates: a (seed 0), b (seed 1)"
-    assert lines[1].split()[3:] == ["+0.76", "+0.39:", "range", "0.37"]
+    assert lines[1].split()[3:] == [
+        "+0.76", "+0.39:", "range", "0.37", "(mean", "+0.57,", "min", "+0.39,", "max", "+0.76)"
+    ]  # fmt: skip
     assert lines[2] == "seed replicates: c (seed 1), d (seed 2)"
-    assert "range 0.40" in lines[3]
-    assert len(lines) == 4
+    assert "range 0.40" in lines[3] and "mean +0.30" in lines[3]
+    assert len(lines) == 4  # no fine-tuning minutes recorded in these rows
+    timed = [{**r, "train_seconds": s} for r, s in zip(rows[:2], (600, 900), strict=True)]
+    assert fidelity.seed_spread(timed)[-1] == "   fine-tuning 10.0-15.0 min a seed"
 
 
 def test_seed_spread_needs_two_seeds(fidelity):
