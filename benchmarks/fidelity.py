@@ -77,7 +77,7 @@ def setup(args):
     from surveysim_core.protocols import Progress
     from surveysim_core.split import split_by_subject
 
-    source = str(ROOT / "surveys" / "evshift.yaml")
+    source = str(Path(args.config).resolve())
     overrides = [f"survey={args.survey}"]
     if args.persona != "paper":
         overrides.append(f"prompts.persona={args.persona}")
@@ -150,6 +150,11 @@ def main() -> None:
     )
     parser.add_argument("--measure", type=int, default=60, help="validation respondents measured")
     parser.add_argument("--survey", default="evshift")
+    parser.add_argument(
+        "--config", default=str(ROOT / "surveys" / "evshift.yaml"),
+        help="run configuration whose data, split, segments and backend options are the base"
+        " (default surveys/evshift.yaml; surveys/anes96.yaml with --survey anes96)",
+    )  # fmt: skip
     parser.add_argument("--persona", default="paper", help="paper (brace list) or compact")
     parser.add_argument(
         "--persona-position", default="system", choices=["system", "question"],
