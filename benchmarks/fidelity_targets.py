@@ -199,6 +199,42 @@ def pilot_target(validation: dict[str, Any] | None) -> Target:
     return Target(name, figure, ">= 0.6; " + "; ".join(others), rho is not None and rho >= 0.6)
 
 
+def segment_gap_target(run: Path, low: str = "Strongly conservative",
+                       high: str = "Strongly liberal") -> Target:  # fmt: skip
+    """Does the model tell the political extremes apart as much as the humans do? The
+    difference of mean E[a] (t = 1, initial question) between the two segments' test
+    respondents, against the humans' difference with its 95% CI (normal, unequal variances)."""
+    name = f"initial: mean E[a] of {high.lower()} minus {low.lower()} (t = 1)"
+    dist = run / "systems" / SYSTEM / "distributions.parquet"
+    responses = run / "data" / "responses.csv"
+    if not (dist.is_file() and responses.is_file()):
+        return Target(name, "-", "the run has no distributions.parquet or data/responses.csv", None)
+    import numpy as np
+    import pandas as pd
+
+    d = pd.read_parquet(dist)
+    d = d[(d["temperature"] == 1.0) & (d["question"] == INITIAL)].copy()
+    people = pd.read_csv(responses, dtype={"subject_id": str}).drop_duplicates("subject_id")
+    d["segment"] = d["subject_id"].astype(str).map(people.set_index("subject_id")["political"])
+    d["expected"] = [
+        float(np.dot(p, a) / np.sum(p)) if np.sum(p) > 0 else np.nan
+        for p, a in zip(d["probs"], d["answers"], strict=True)
+    ]
+    groups = {g: d[d["segment"] == g] for g in (high, low)}
+    if any(len(g) < 2 for g in groups.values()):
+        sizes = ", ".join(f"{k} {len(v)}" for k, v in groups.items())
+        return Target(name, "-", f"fewer than 2 test respondents in a segment ({sizes})", None)
+    model = groups[high]["expected"].mean() - groups[low]["expected"].mean()
+    human = groups[high]["true_answer"].mean() - groups[low]["true_answer"].mean()
+    se = float(np.sqrt(sum(g["true_answer"].var(ddof=1) / len(g) for g in groups.values())))
+    ci = (human - 1.96 * se, human + 1.96 * se)
+    sizes = f"n = {len(groups[high])} / {len(groups[low])}"
+    return Target(
+        name, f"{model:.1f}", f"within the humans' {human:.1f} [{ci[0]:.1f}, {ci[1]:.1f}] ({sizes})",
+        bool(ci[0] <= model <= ci[1]),
+    )  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> list[Target]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, required=True, help="a finished default run")
@@ -209,6 +245,7 @@ def main(argv: list[str] | None = None) -> list[Target]:
     summary = load_run(args.run)
     status = json.loads((args.run / "status.json").read_text())
     targets = default_targets(summary, status, args.minutes)
+    targets.append(segment_gap_target(args.run))
     targets.append(memory_target(load_run(args.memory_run) if args.memory_run else None))
     validation = None
     if args.pilot is not None:

@@ -73,7 +73,7 @@ def test_each_target_met_and_missed(ft, tmp_path, capsys):
         "personas": 200, "holdout": [], "pilot": {"shift": shift},
         "catboost": {"shift": {"spearman_all": 0.5}}}))  # fmt: skip
     targets = ft.main(["--run", str(good), "--memory-run", str(memory), "--pilot", str(pilot)])
-    assert verdicts(targets) == [True] * 11
+    assert verdicts(targets) == [True] * 9 + [None, True, True]  # no distributions here
     printed = capsys.readouterr().out
     assert "below the marginal's `expected` 31.0" in printed and "(humans 24.0)" in printed
     assert "0.70 over 35 statements, 200 personas" in printed and "CatBoost 0.50" in printed
@@ -93,7 +93,7 @@ def test_each_target_met_and_missed(ft, tmp_path, capsys):
     bad = write_run(tmp_path / "bad", 0.5, -0.01, 0.08, 960, memory_rmse=32.0, spread=1.0)
     targets = ft.main(["--run", str(bad), "--memory-run", str(bad)])
     assert verdicts(targets) == [
-        False, True, True, False, False, False, True, False, False, False, None
+        False, True, True, False, False, False, True, False, False, None, False, None
     ]  # fmt: skip
 
 
@@ -110,7 +110,9 @@ def test_a_run_without_the_reference_baselines_prints_them_as_not_measured(ft, t
     summary["results"] = [r for r in summary["results"] if r["system"] == "fine_tuned"]
     (run / "summary.json").write_text(json.dumps(summary))
     targets = ft.main(["--run", str(run), "--memory-run", str(run)])
-    assert verdicts(targets) == [True, True, None, None, True, True, None, None, False, None, None]
+    assert verdicts(targets) == [
+        True, True, None, None, True, True, None, None, False, None, None, None
+    ]  # fmt: skip
     printed = capsys.readouterr().out
     assert "0.72 [0.54, 0.90]" in printed and "the run has none" in printed
     assert "no catboost baseline" in printed
@@ -119,3 +121,41 @@ def test_a_run_without_the_reference_baselines_prints_them_as_not_measured(ft, t
     (run / "summary.json").write_text(json.dumps(summary))
     with pytest.raises(SystemExit, match="expected one fine_tuned pearson row"):
         ft.main(["--run", str(run)])
+
+
+def test_the_segment_gap_against_the_humans_ci_worked_by_hand(ft, tmp_path):
+    import pandas as pd
+
+    run = tmp_path / "run"
+    (run / "systems" / "fine_tuned").mkdir(parents=True)
+    (run / "data").mkdir()
+    # liberals answer 80 and 90, conservatives 40 and 50: a difference of 40, se
+    # sqrt(50/2 + 50/2) = sqrt(50), CI 40 +- 1.96 * 7.07 = [26.1, 53.9]
+    people = pd.DataFrame(
+        {
+            "subject_id": ["a", "b", "c", "d"],
+            "political": ["Strongly liberal"] * 2 + ["Strongly conservative"] * 2,
+        }
+    )
+    people.to_csv(run / "data" / "responses.csv", index=False)
+
+    def write(expected):  # one answer with all the mass: E[a] is that answer
+        rows = [
+            {
+                "temperature": 1.0,
+                "subject_id": s,
+                "question": INITIAL,
+                "true_answer": y,
+                "answers": [0.0, 100.0],
+                "probs": [1 - e / 100, e / 100],
+            }
+            for s, y, e in zip("abcd", (80, 90, 40, 50), expected, strict=True)
+        ]
+        pd.DataFrame(rows).to_parquet(run / "systems" / "fine_tuned" / "distributions.parquet")
+
+    write([70, 70, 40, 40])  # a gap of 30: inside [26.1, 53.9]
+    target = ft.segment_gap_target(run)
+    assert target.met is True and target.figure == "30.0"
+    assert "40.0 [26.1, 53.9]" in target.reference and "n = 2 / 2" in target.reference
+    write([61, 61, 60.9, 60.9])  # the marginal sampler: everyone alike
+    assert ft.segment_gap_target(run).met is False
