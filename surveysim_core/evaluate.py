@@ -76,23 +76,13 @@ def score_result(
     by_setting: dict[str, dict[float, Any]] = {}
     for ans in result.answers:
         if ans.temperature is None:
-            rows += score_system(
-                result.system, ans.setting, None, test.items, test.respondents,
-                ans.distribution, plan.answer_types, plan.metrics, plan.segments, **boot,
-            )  # fmt: skip
+            rows += baseline_rows(result.system, ans, test, plan, plan.segments, **boot)
             # where the answer options were shown in another order: answers by position
             shown = position_rows(
                 result.system, ans.setting, None, test.items, ans.distribution.probs,
                 plan.answer_types, option_orders(plan), plan.config.decoding.seed,
             )  # fmt: skip
             rows += [{**r, "readout": "answer"} for r in shown]
-            if ans.expected is not None:
-                # a sampling baseline's mean as its point prediction, like a language model's E[a]
-                rows += score_system(
-                    result.system, ans.setting, None, test.items, test.respondents,
-                    ans.distribution, plan.answer_types, plan.metrics, plan.segments,
-                    readout="expected", points=ans.expected, **boot,
-                )  # fmt: skip
         else:
             by_setting.setdefault(ans.setting, {})[ans.temperature] = ans.distribution
             # a language model saw the options in their shown order: its mass by position
@@ -140,17 +130,27 @@ def _validation_rows(result: SystemResult, plan: Plan, val: ItemSet | None) -> p
     rows: list[dict[str, Any]] = []
     for ans in result.validation:
         if ans.temperature is None:
-            rows += score_system(
-                result.system, ans.setting, None, val.items, val.respondents, ans.distribution,
-                plan.answer_types, plan.metrics, [],
-            )  # fmt: skip
-            if ans.expected is not None:
-                rows += score_system(
-                    result.system, ans.setting, None, val.items, val.respondents,
-                    ans.distribution, plan.answer_types, plan.metrics, [], readout="expected",
-                    points=ans.expected,
-                )  # fmt: skip
+            rows += baseline_rows(result.system, ans, val, plan, [])
     return pd.DataFrame(rows, columns=METRIC_COLUMNS)
+
+
+def baseline_rows(
+    system: str, ans: SystemAnswers, items: ItemSet, plan: Plan, segments: list[str], **boot: Any
+) -> list[dict[str, Any]]:
+    """Metric rows of a baseline setting's answers as given (readout ``answer``) and, for a
+    sampling baseline, of its distribution's mean as the point prediction (``expected``), as a
+    language model's E[a] is scored."""
+
+    def score(**readout: Any) -> list[dict[str, Any]]:
+        return score_system(
+            system, ans.setting, None, items.items, items.respondents, ans.distribution,
+            plan.answer_types, plan.metrics, segments, **readout, **boot,
+        )  # fmt: skip
+
+    rows = score()
+    if ans.expected is not None:
+        rows += score(readout="expected", points=ans.expected)
+    return rows
 
 
 def write_draws(rd: RunDir, name: str, draws: dict[DrawKey, np.ndarray]) -> None:

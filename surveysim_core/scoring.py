@@ -549,7 +549,7 @@ def difference_rows(
         for against, by_point in references:
             for _, r in group.iterrows():
                 point = r["readout"] == "expected"
-                ref = by_point.get(point, by_point.get(not point))
+                ref = by_point[point] if point in by_point else by_point[not point]
                 if key(r) == key(ref):
                     continue
                 ref_draws = lookup(key(ref))
