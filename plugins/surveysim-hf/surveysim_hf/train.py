@@ -24,6 +24,7 @@ import os
 import shutil
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
@@ -799,9 +800,13 @@ class Trainer:
                         conversion["path_initial_model_for_weight_conversion"] = str(
                             self.initial_adapter
                         )
-                    self.accelerator.unwrap_model(self.model).save_pretrained(
-                        staging, safe_serialization=True, **conversion
-                    )
+                    with warnings.catch_warnings():
+                        # peft's own conversion loads the initial adapter beside the trained
+                        # one and then warns that PiSSA/OLoRA should be converted: it is
+                        warnings.filterwarnings("ignore", "(PiSSA|OLoRA) changes the base weights")
+                        self.accelerator.unwrap_model(self.model).save_pretrained(
+                            staging, safe_serialization=True, **conversion
+                        )
             except OutputError:
                 shutil.rmtree(staging, ignore_errors=True)
                 raise
