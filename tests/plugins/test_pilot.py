@@ -24,12 +24,7 @@ pytest.importorskip("pyarrow")
 from surveysim_pilot import population as pop
 from surveysim_pilot.config import PilotConfig, SimulateConfig
 from surveysim_pilot.pilot import pilot, rise_probability
-from surveysim_pilot.simulate import (
-    bootstrap_counts,
-    interval,
-    simulate,
-    weighted,
-)
+from surveysim_pilot.simulate import simulate
 
 TOWN_SPEC = {
     "name": "town",
@@ -304,12 +299,41 @@ def test_rise_probability_hand_example():
 def test_bootstrap_interval_matches_the_normal_approximation():
     # 400 equally weighted personas, half 1 and half 0: the mean's standard error is
     # sqrt(0.25 / 400) = 0.025, so the 95% interval is about 0.5 +- 0.049
+    from surveysim_core.scoring import bootstrap_intervals, resample_counts, weighted_mean_draws
+
     values = np.repeat([1.0, 0.0], 200)
-    est, boot = weighted(values, np.full(400, 1 / 400), bootstrap_counts(400, 4000, 0))
-    lo, hi = interval(boot)
+    ids = np.array([f"p{i:05d}" for i in range(400)])
+    est, boot = weighted_mean_draws(values, np.full(400, 1 / 400), resample_counts(ids, 2000, 0))
+    lo, hi = bootstrap_intervals(est, boot)
     assert est == pytest.approx(0.5)
     assert lo == pytest.approx(0.451, abs=0.01)
     assert hi == pytest.approx(0.549, abs=0.01)
+
+
+def test_pilot_intervals_are_the_cores_recentred_bootstrap(town, tmp_path, personas_csv):
+    """The pilot's CI of a shift is the core's: the same resamples of personas as every run
+    (``respondent_resamples``), and the percentile interval re-centred on the estimate,
+    recomputed here with an explicit loop."""
+    from surveysim_core.scoring import respondent_resamples
+
+    config = PilotConfig.model_validate(pilot_config(tmp_path, personas_csv, bootstrap=40))
+    out = pilot(config, "cfg.yaml", town)
+    row = pd.read_csv(out / "shifts.csv", keep_default_na=False).set_index(
+        ["statement", "segment", "value"]
+    )
+    # statement A per persona (p00000..p00003: North young, North old, South young, South
+    # old): shifts +1, +1, -1, 0 with weights 0.4, 0.1, 0.2, 0.3; the estimate is 0.3
+    shift = np.array([1.0, 1.0, -1.0, 0.0])
+    weight = np.array([0.4, 0.1, 0.2, 0.3])
+    ids = np.array(["p00000", "p00001", "p00002", "p00003"])
+    draws = []
+    for picks in respondent_resamples(ids, 40, 0, "personas"):
+        draws.append(sum(weight[i] * shift[i] for i in picks) / sum(weight[i] for i in picks))
+    low, high = np.percentile(draws, [2.5, 97.5])
+    bias = float(np.median(draws)) - 0.3
+    got = row.loc[("A", "all", "all"), ["mean_shift_low", "mean_shift_high"]].to_numpy(float)
+    assert got == pytest.approx([low - bias, high - bias])
+    assert abs(bias) > 1e-6  # so a plain percentile interval would not pass
 
 
 # -- pilot end to end (fake model) ------------------------------------------------------------------

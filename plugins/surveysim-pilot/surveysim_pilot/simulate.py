@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,8 +30,15 @@ from surveysim_core.answers import AnswerType
 from surveysim_core.cache import Cache, cache_root, digest
 from surveysim_core.config import DataSection, RunConfig, load_config, validate_options
 from surveysim_core.errors import ConfigError, DataError
+from surveysim_core.files import atomic_directory
 from surveysim_core.plugins import Plugins
 from surveysim_core.protocols import Progress, Prompt
+from surveysim_core.scoring import (
+    bootstrap_intervals,
+    resample_counts,
+    segment_masks,
+    weighted_mean_draws,
+)
 from surveysim_pilot import population as pop
 from surveysim_pilot.config import SimulateConfig
 from surveysim_pilot.items import Item, build_items
@@ -466,50 +472,22 @@ def normalised(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 # -- summaries ---------------------------------------------------------------------------------
-def bootstrap_counts(n: int, draws: int, seed: int) -> np.ndarray:
-    """``(draws, n)``: how often each persona appears in each bootstrap resample of personas."""
-    rng = np.random.default_rng(seed)
-    counts = np.zeros((draws, n))
-    for b in range(draws):
-        counts[b] = np.bincount(rng.integers(0, n, size=n), minlength=n)
-    return counts
+def persona_resamples(prepared: Prepared, draws: int, seed: int) -> np.ndarray:
+    """``(draws, n)``: the core's bootstrap resamples of the personas, as counts."""
+    return resample_counts(np.asarray(prepared.population.personas.index), draws, seed, "personas")
 
 
-def weighted(values: np.ndarray, weights: np.ndarray, counts: np.ndarray):
-    """Weighted mean of ``values`` (n,) or (n, K) and its bootstrap draws (draws,) or (draws, K).
-
-    ``weights`` is zero outside the segment; a draw with no weight in the segment is NaN.
-    """
-    total = weights.sum()
-    x = values if values.ndim == 2 else values[:, None]
-    estimate = (weights @ x) / total if total > 0 else np.full(x.shape[1], np.nan)
-    num = counts @ (weights[:, None] * x)
-    den = counts @ weights
-    with np.errstate(invalid="ignore", divide="ignore"):
-        boot = np.where(den[:, None] > 0, num / den[:, None], np.nan)
-    if values.ndim == 1:
-        return estimate[0], boot[:, 0]
-    return estimate, boot
-
-
-def interval(boot: np.ndarray) -> tuple[Any, Any]:
-    """95% percentile interval over bootstrap draws (axis 0), ignoring NaN draws."""
-    with np.errstate(all="ignore"):
-        lo, hi = np.nanpercentile(boot, [2.5, 97.5], axis=0)
-    return lo, hi
-
-
-def segment_masks(prepared: Prepared) -> list[tuple[str, str, np.ndarray]]:
-    """("all", "all", all personas), then (field, option, mask) for options with personas."""
+def persona_segments(prepared: Prepared) -> list[tuple[str, str, np.ndarray]]:
+    """("all", "all", all personas), then (field, option, mask) for each option some persona
+    has: the core's segments, in the survey's order of options."""
     personas = prepared.population.personas
     spec = prepared.plan.survey.spec
-    out = [("all", "all", np.ones(len(personas), dtype=bool))]
-    for seg in prepared.segments:
-        col = personas[seg].astype(str).to_numpy()
-        for option in spec.demographics[seg].options:
-            mask = col == option
-            if mask.any():
-                out.append((seg, option, mask))
+    order = {seg: list(spec.demographics[seg].options) for seg in prepared.segments}
+    ids = pd.DataFrame({"subject_id": personas.index})
+    out = []
+    for name, mask in segment_masks(ids, personas, prepared.segments, order):
+        field, _, option = name.partition("=")
+        out.append((field, option or "all", mask))
     return out
 
 
@@ -548,19 +526,19 @@ def segment_frame(
         p, mass = normalised(probs[item.id])
         valid = mass > 0
         means = np.where(valid, p @ at.support, 0.0)
-        for seg, option, mask in segment_masks(prepared):
+        for seg, option, mask in persona_segments(prepared):
             ws = np.where(mask & valid, w, 0.0)
             base = {
                 "item": item.id, "question": item.question, "statement": item.statement or "",
                 "group": item.group or "", "segment": seg, "value": option,
                 "n_personas": int(mask.sum()), "weight": float(w[mask].sum()),
             }  # fmt: skip
-            est, boot = weighted(means, ws, counts)
-            lo, hi = interval(boot)
+            est, boot = weighted_mean_draws(means, ws, counts)
+            lo, hi = bootstrap_intervals(est, boot)
             rows.append({**base, "measure": "mean", "answer": "", "estimate": est,
                          "ci_low": lo, "ci_high": hi})  # fmt: skip
-            est, boot = weighted(p, ws, counts)
-            lo, hi = interval(boot)
+            est, boot = weighted_mean_draws(p, ws, counts)
+            lo, hi = bootstrap_intervals(est, boot)
             for k, label in enumerate(at.labels):
                 rows.append({**base, "measure": "share", "answer": label, "estimate": est[k],
                              "ci_low": lo[k], "ci_high": hi[k]})  # fmt: skip
@@ -568,25 +546,6 @@ def segment_frame(
 
 
 # -- writing -----------------------------------------------------------------------------------
-def write_atomically(output: Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(folder)`` on a hidden folder beside ``output``; rename it to ``output`` only
-    if it succeeds, and remove it otherwise (nothing partial is left)."""
-    output = Path(output)
-    if output.exists():
-        raise ConfigError(f"{output}: already exists; choose a new output directory")
-    partial = output.parent / f".{output.name}.partial"
-    if partial.exists():  # left by a crashed earlier attempt of this same output
-        shutil.rmtree(partial)
-    partial.mkdir(parents=True)
-    try:
-        write(partial)
-        partial.rename(output)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    return output
-
-
 def load_model(prepared: Prepared, workdir: Path, plugins: Plugins, progress: Progress) -> Any:
     sc = prepared.system
     backend = sc.backend(sc.options, workdir, plugins, progress)
@@ -624,7 +583,7 @@ def simulate(
     def write(folder: Path) -> None:
         answer_and_write(prepared, folder, plugins, progress, config.bootstrap, config.seed)
 
-    return write_atomically(prepared.output, write)
+    return atomic_directory(prepared.output, write)
 
 
 def answer_and_write(
@@ -641,6 +600,6 @@ def answer_and_write(
     probabilities and the bootstrap counts over personas."""
     model = load_model(prepared, folder, plugins, progress)
     probs = (answerer or answer)(prepared, model, progress)
-    counts = bootstrap_counts(len(prepared.population), bootstrap, seed)
+    counts = persona_resamples(prepared, bootstrap, seed)
     write_common(prepared, folder, probs, counts)
     return probs, counts
