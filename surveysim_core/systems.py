@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from surveysim_core.answering import Chunk, answer_chunks, cached_temperatures
 from surveysim_core.answers import AnswerDistribution, AnswerType
 from surveysim_core.cache import Cache, digest, items_fingerprint
 from surveysim_core.errors import SurveysimError
@@ -264,9 +265,9 @@ class LanguageModelSystem:
             stages.append(Stage(self.name, "calibrated temperature", value is not None))
             if value is not None and value.get("temperature") not in (None, *temperatures):
                 temperatures.append(value["temperature"])
-        for t in temperatures:
-            key = self._answer_key(adapter_key, decoding, test, t)
-            stages.append(Stage(self.name, f"answers at t={t:g}", cache.has("answers", key)))
+        keys = {t: self._answer_key(adapter_key, decoding, test, t) for t in temperatures}
+        cached = cached_temperatures(cache, Chunk(list(range(len(test))), keys))
+        stages += [Stage(self.name, f"answers at t={t:g}", t in cached) for t in temperatures]
         return stages
 
     def run(self, train: ItemSet, val: ItemSet, test: ItemSet) -> SystemResult:
@@ -288,22 +289,15 @@ class LanguageModelSystem:
         if t_cal is not None and t_cal not in temperatures:
             temperatures.append(t_cal)
         answer_keys = {t: self._answer_key(adapter_key, decoding, test, t) for t in temperatures}
-        found: dict[float, SystemAnswers] = {}
-        if self.cache is not None:
-            for t, key in answer_keys.items():
-                cached = self.cache.get_answers("answers", key)
-                if cached is not None:
-                    found[t] = cached[0]
-            if found:
-                self.cache.reused.append(f"{self.name}: answers at t={sorted(found)}")
-        missing = [t for t in temperatures if t not in found]
-        if missing:
-            prompts = cfg.prompts
-            decode = (
-                self._decode_virtual
-                if prompts.memory and prompts.memory_at_evaluation == "virtual"
-                else self._decode
-            )
+        prompts = cfg.prompts
+        decode = (
+            self._decode_virtual
+            if prompts.memory and prompts.memory_at_evaluation == "virtual"
+            else self._decode
+        )
+
+        def answer(rows: list[int], missing: list[float]) -> dict[float, SystemAnswers]:
+            # the test set is one chunk: its rows are all of test
             answering = model()  # loaded (or trained) before the clock starts
             tokens_before = getattr(answering, "forward_tokens", None)
             tick = time.perf_counter()
@@ -316,13 +310,11 @@ class LanguageModelSystem:
                     "answer_seconds": seconds,
                     "forward_tokens_per_second": round((tokens_after - tokens_before) / seconds, 1),
                 }
-            for t, decoded in decoded_all.items():
-                found[t] = decoded
-                if self.cache is not None:
-                    self.cache.put_answers("answers", answer_keys[t], [decoded])
-            if self.cache is not None:
-                self.cache.computed.append(f"{self.name}: answers at t={missing}")
             self.timings["answer"] = seconds
+            return decoded_all
+
+        chunk = Chunk(list(range(len(test))), answer_keys)
+        found = answer_chunks([chunk], len(test), answer, self.cache, self.name, self.progress)
         params = {"calibrated_temperature": t_cal} if t_cal is not None else {}
         answers = [replace(found[t], params=params) for t in temperatures]
         return SystemResult(self.name, self.settings, answers, calibrated_temperature=t_cal)

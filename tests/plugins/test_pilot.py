@@ -527,9 +527,9 @@ def test_an_interrupted_pilot_resumes_from_its_finished_chunks(
 ):
     """One persona per chunk: the first attempt dies on the third chunk; the second answers only
     the two chunks left, and its results equal an uninterrupted pilot's."""
-    import surveysim_pilot.simulate as sim
+    import surveysim_core.answering as engine
 
-    monkeypatch.setattr(sim, "ANSWER_CHUNK", 1)
+    monkeypatch.setattr(engine, "ANSWER_CHUNK", 1)
     answered: list[int] = []  # prompts per model call
     real = FakeModel.answer_distribution
 
@@ -730,11 +730,10 @@ def test_check_says_what_a_pilot_would_answer_and_loads_nothing(
     """``pilot --check`` loads no model and writes nothing, and its count of answers already in
     the cache is the one the pilot then reuses: after a pilot interrupted on its third chunk (one
     persona per chunk), two of four chunks (6 of 12 prompts) are cached."""
-    import surveysim_pilot.simulate as sim
-
+    import surveysim_core.answering as engine
     from surveysim_core.cli import build_cli
 
-    monkeypatch.setattr(sim, "ANSWER_CHUNK", 1)
+    monkeypatch.setattr(engine, "ANSWER_CHUNK", 1)
     global_plugins.register(TownPlugin(), "town-plugin")
     try:
         cfg = tmp_path / "pilot.yaml"

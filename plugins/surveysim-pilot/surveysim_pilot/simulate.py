@@ -4,8 +4,9 @@ Everything the configuration names (survey, run directory, population, statement
 checked before anything is written; results are written into a hidden folder beside the output
 and renamed into place at the end, so a failure leaves nothing partial.
 
-Answering is resumable: the personas are answered in chunks (``ANSWER_CHUNK`` personas, every
-item), and each chunk's distributions go to the result cache (``SURVEYSIM_CACHE``, else
+Answering goes through the core's engine (:mod:`surveysim_core.answering`), as a run's does, and
+is resumable: the personas are answered in chunks (``ANSWER_CHUNK`` personas, every item), and
+each chunk's distributions go to the result cache (``SURVEYSIM_CACHE``, else
 ``~/.cache/surveysim``), keyed by the system (backend, options, the adapter's files), the
 temperature, the answer set and the chunk's prompts. An interrupted simulate or pilot, run again,
 answers only the chunks it had not finished; a finished one, run again with other segments or
@@ -26,13 +27,21 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from surveysim_core.answers import AnswerType
+from surveysim_core import answering
+from surveysim_core.answering import (
+    AnswerFunction,
+    Chunk,
+    answer_chunks,
+    cached_temperatures,
+    persona_chunks,
+)
+from surveysim_core.answers import AnswerDistribution, AnswerType
 from surveysim_core.cache import Cache, cache_root, digest
 from surveysim_core.config import DataSection, RunConfig, load_config, validate_options
 from surveysim_core.errors import ConfigError, DataError
 from surveysim_core.files import atomic_directory
 from surveysim_core.plugins import Plugins
-from surveysim_core.protocols import Progress, Prompt
+from surveysim_core.protocols import Progress, Prompt, SystemAnswers
 from surveysim_core.scoring import (
     bootstrap_intervals,
     resample_counts,
@@ -325,24 +334,35 @@ def answer(
         progress(
             f"answering {len(prompts)} prompts ({len(members)} items x {len(personas)} personas)"
         )
-        probs = answer_in_chunks(
-            model, prompts, list(labels), t, len(members), n, cache, system, progress
-        )
-        if probs.shape != (len(prompts), len(labels)):
-            raise ConfigError(
-                f"{prepared.source}: system: the model returned {probs.shape} probabilities for"
-                f" {len(prompts)} prompts and {len(labels)} answers"
-            )
+        chunks = item_chunks(prompts, list(labels), t, len(members), n, system)
+        ask = exact_answers(prepared, model, prompts, list(labels))
+        answers = answer_chunks(chunks, len(prompts), ask, cache, prepared.system.label, progress)
+        probs = answers[t].distribution.probs
         for k, item in enumerate(members):
             out[item.id] = probs[k * n : (k + 1) * n]
     return out
 
 
-#: personas per resumable chunk of answers (every item for each of them, so that a backend
-#: still shares each persona's prefix across its items)
-ANSWER_CHUNK = 10
-#: the result-cache kind of answered chunks
-ANSWER_KIND = "simulate-answers"
+def exact_answers(
+    prepared: Prepared, model: Any, prompts: list[Prompt], labels: list[str]
+) -> AnswerFunction:
+    """The engine's answer function: ``model.answer_distribution`` of the prompts at rows."""
+
+    def ask(rows: list[int], temperatures: list[float]) -> dict[float, SystemAnswers]:
+        asked = [prompts[i] for i in rows]
+        probs = model.answer_distribution(asked, labels, temperatures)
+        out = {}
+        for t in temperatures:
+            p = np.asarray(probs[t], dtype=float)
+            if p.shape != (len(asked), len(labels)):
+                raise ConfigError(
+                    f"{prepared.source}: system: the model returned {p.shape} probabilities for"
+                    f" {len(asked)} prompts and {len(labels)} answers"
+                )
+            out[t] = SystemAnswers(prepared.system.name, AnswerDistribution(p, True), None, t)
+        return out
+
+    return ask
 
 
 def answer_groups(prepared: Prepared) -> dict[tuple[str, ...], list[Item]]:
@@ -353,67 +373,17 @@ def answer_groups(prepared: Prepared) -> dict[tuple[str, ...], list[Item]]:
     return groups
 
 
-def answer_chunks(
+def item_chunks(
     prompts: list[Prompt], labels: list[str], t: float, n_items: int, n_personas: int, system: str
-) -> list[tuple[int, int, list[int], str]]:
-    """The resumable chunks of item-major ``prompts``: ``(first persona, stop, prompt rows,
-    cache key)``, ``ANSWER_CHUNK`` personas each; the key covers the system fingerprint, the
-    temperature, the answer set and the chunk's prompts (with their history)."""
-    chunks = []
-    for start in range(0, n_personas, ANSWER_CHUNK):
-        stop = min(start + ANSWER_CHUNK, n_personas)
-        rows = [k * n_personas + p for k in range(n_items) for p in range(start, stop)]
-        key = digest(
-            "answers",
-            system,
-            t,
-            labels,
-            [(prompts[i].system, prompts[i].user, list(prompts[i].history)) for i in rows],
-        )
-        chunks.append((start, stop, rows, key))
-    return chunks
+) -> list[Chunk]:
+    """The engine's persona chunks of item-major ``prompts``; a chunk's key covers the system
+    fingerprint, the temperature, the answer set and its prompts (with their history)."""
 
+    def key_of(rows: list[int], t: float) -> str:
+        asked = [(prompts[i].system, prompts[i].user, list(prompts[i].history)) for i in rows]
+        return digest("answers", system, t, labels, asked)
 
-def answer_in_chunks(
-    model: Any,
-    prompts: list[Prompt],
-    labels: list[str],
-    t: float,
-    n_items: int,
-    n_personas: int,
-    cache: Cache,
-    system: str,
-    progress: Progress,
-) -> np.ndarray:
-    """``model.answer_distribution`` of item-major ``prompts`` (item k, persona p at
-    ``k * n_personas + p``), ``ANSWER_CHUNK`` personas at a time; each chunk is read from or
-    written to ``cache``, so that an interrupted call resumes where it stopped."""
-    out = np.full((len(prompts), len(labels)), np.nan)
-    chunks = answer_chunks(prompts, labels, t, n_items, n_personas, system)
-    reused = 0
-    for number, (start, stop, rows, key) in enumerate(chunks, 1):
-        chunk = [prompts[i] for i in rows]
-        entry = cache.entry(ANSWER_KIND, key)
-        if entry is not None:
-            with np.load(entry / "probs.npz", allow_pickle=False) as saved:
-                probs = saved["probs"]
-            reused += 1
-        else:
-            probs = np.asarray(model.answer_distribution(chunk, labels, [t])[t], dtype=float)
-            if probs.shape != (len(chunk), len(labels)):
-                return probs  # the caller names the wrong shape
-            cache.put(
-                ANSWER_KIND,
-                key,
-                lambda folder, probs=probs: np.savez(folder / "probs.npz", probs=probs),
-            )
-        out[rows] = probs
-        if len(chunks) > 1:
-            progress(
-                f"personas {start + 1}-{stop} of {n_personas} answered (chunk {number} of"
-                f" {len(chunks)}; {reused} read from the cache)"
-            )
-    return out
+    return persona_chunks(n_items, n_personas, key_of, [t])
 
 
 def check_summary(prepared: Prepared, deferred: frozenset[str] = frozenset()) -> list[str]:
@@ -448,12 +418,12 @@ def check_summary(prepared: Prepared, deferred: frozenset[str] = frozenset()) ->
         if not now:
             continue
         prompts = item_prompts(prepared, now)
-        for _, _, rows, key in answer_chunks(prompts, list(labels), t, len(now), n, fingerprint):
+        for chunk in item_chunks(prompts, list(labels), t, len(now), n, fingerprint):
             chunks += 1
-            total += len(rows)
-            cached += len(rows) if cache.has(ANSWER_KIND, key) else 0
+            total += len(chunk.rows)
+            cached += len(chunk.rows) if cached_temperatures(cache, chunk) else 0
     lines.append(
-        f"answers: {total} prompts in {chunks} chunks of {ANSWER_CHUNK} personas;"
+        f"answers: {total} prompts in {chunks} chunks of {answering.ANSWER_CHUNK} personas;"
         f" {cached} already in the result cache, {total - cached} to answer"
     )
     if later:
