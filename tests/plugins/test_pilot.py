@@ -6,6 +6,7 @@ statement shown, so every shift, share and rank below is worked out by hand in t
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import ClassVar
 
@@ -13,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from pydantic import BaseModel, ConfigDict
 
 from surveysim_core import hookimpl
 from surveysim_core.errors import ConfigError, DataError
@@ -577,14 +579,123 @@ def test_the_system_fingerprint_follows_the_adapter_files(tmp_path):
     adapter = tmp_path / "adapter"
     adapter.mkdir()
     (adapter / "adapter_model.safetensors").write_bytes(b"weights")
-    choice = SystemChoice("fake", FakeBackend, {"model": "m"}, adapter, "fine_tuned")
-    before = choice.fingerprint()
-    assert before == SystemChoice("fake", FakeBackend, {"model": "m"}, adapter, "x").fingerprint()
+
+    def choice(model: str, label: str = "fine_tuned") -> SystemChoice:
+        settings = {"kind": "fine_tuned", "backend": "fake", "options": {"model": model}}
+        return SystemChoice("fine_tuned", FakeBackend, {"model": model}, adapter, label, settings)
+
+    before = choice("m").fingerprint()
+    assert before == choice("m", "x").fingerprint()
     (adapter / "adapter_model.safetensors").write_bytes(b"retrained")
-    assert choice.fingerprint() != before
-    assert SystemChoice("fake", FakeBackend, {"model": "n"}, adapter, "x").fingerprint() != (
-        choice.fingerprint()
+    assert choice("m").fingerprint() != before
+    assert choice("n").fingerprint() != choice("m").fingerprint()
+
+
+class SweepBackend(FakeBackend):
+    """A backend whose "training" writes an adapter (its rank in adapter_config.json) into the
+    folder the run gives it, and remembers which folder each rank went to."""
+
+    class Options(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        lora_r: int = 8
+
+    training_options = frozenset({"lora_r"})
+    trained: ClassVar[dict[int, Path]] = {}
+
+    def fine_tune(self, train, val, loss, out_dir, resume):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "adapter_config.json").write_text(json.dumps({"r": self.options.lora_r}))
+        (out_dir / "adapter_model.safetensors").write_bytes(b"")
+        SweepBackend.trained[self.options.lora_r] = out_dir
+        return out_dir
+
+
+@pytest.fixture
+def sweep_run(town, tmp_path) -> Path:
+    """A finished run of the town survey over lora_r 4 and 8 (20 respondents from a file)."""
+    from surveysim_core.config import RunConfig
+    from surveysim_core.protocols import Progress
+    from surveysim_core.run import execute
+
+    town.register(type("P", (), {"register_backends": hookimpl(
+        lambda self, register: register("sweepy", SweepBackend))})(), "sweep-plugin")  # fmt: skip
+    regions, ages = ["North", "South"], ["young", "old"]
+    rows = [(f"s{i:02d}", regions[i % 2], ages[i // 2 % 2], "cat", "pre", 1 + i % 5)
+            for i in range(20)]  # fmt: skip
+    data = tmp_path / "responses.csv"
+    pd.DataFrame(
+        rows, columns=["subject_id", "region", "age", "pets", "question", "answer"]
+    ).to_csv(data, index=False)
+    SweepBackend.trained = {}
+    config = RunConfig.model_validate(
+        {
+            "survey": "town",
+            "data": {"source": "file", "path": str(data)},
+            "backend": {"name": "sweepy"},
+            "sweep": {"backend.options.lora_r": [4, 8]},
+            "decoding": {"decoder": "exact", "temperatures": [1.0]},
+            "evaluation": {"bootstrap": 2},
+            "output": {"dir": str(tmp_path / "runs")},
+        }
     )
+    run = execute(config, "run.yaml", town, run_dir=str(tmp_path / "sweep"),
+                  progress=Progress(lambda m: None))  # fmt: skip
+    yield run.dir
+    town.unregister("sweep-plugin")
+
+
+def test_pilot_answers_with_a_sweep_runs_system_by_name(town, tmp_path, personas_csv, sweep_run):
+    settings = pd.read_csv(sweep_run / "settings.csv")
+    assert {"fine_tuned@lora_r=4", "fine_tuned@lora_r=8"} <= set(settings["system"])
+    cfg = pilot_config(tmp_path, personas_csv,
+                       system={"run": str(sweep_run), "name": "fine_tuned@lora_r=4"})  # fmt: skip
+    FakeBackend.loaded.clear()
+    out = pilot(PilotConfig.model_validate(cfg), "cfg.yaml", town)
+    # the adapter the run trained with lora_r 4, wherever the run put it, not run/adapter
+    assert FakeBackend.loaded == [SweepBackend.trained[4]]
+    assert SweepBackend.trained[4] != sweep_run / "adapter"
+    assert (out / "shifts.csv").exists()
+    # the system's own options reach the backend: rank 4, not the run's default 8
+    cfg["output"] = str(tmp_path / "r8")
+    cfg["system"]["name"] = "fine_tuned@lora_r=8"
+    FakeBackend.loaded.clear()
+    pilot(PilotConfig.model_validate(cfg), "cfg.yaml", town)
+    assert FakeBackend.loaded == [SweepBackend.trained[8]]
+    assert json.loads((SweepBackend.trained[8] / "adapter_config.json").read_text()) == {"r": 8}
+
+
+def test_a_system_the_run_lacks_is_named_with_those_it_has(town, tmp_path, personas_csv, sweep_run):
+    # a sweep has no plain fine_tuned: each of its trained systems carries its settings
+    cfg = pilot_config(tmp_path, personas_csv, system={"run": str(sweep_run)})
+    _fails(
+        town, tmp_path, cfg, ConfigError,
+        r"cfg\.yaml: system\.name: run .*sweep has no language-model system 'fine_tuned'; it has"
+        r" fine_tuned@lora_r=4, fine_tuned@lora_r=8, zero_shot$",
+    )  # fmt: skip
+    cfg = pilot_config(tmp_path, personas_csv, system={"run": str(sweep_run), "name": "tuned"})
+    _fails(town, tmp_path, cfg, ConfigError, r"system\.name: .*no language-model system 'tuned'")
+
+
+def test_name_and_its_older_spelling_kind(tmp_path, personas_csv):
+    section = PilotConfig.model_validate(
+        pilot_config(tmp_path, personas_csv, system={"run": "r", "kind": "zero_shot"})
+    ).system
+    assert section.name == "zero_shot"
+    assert (
+        PilotConfig.model_validate(
+            pilot_config(tmp_path, personas_csv, system={"run": "r"})
+        ).system.name
+        == "fine_tuned"
+    )
+    with pytest.raises(ValueError, match="give name or kind"):
+        PilotConfig.model_validate(pilot_config(
+            tmp_path, personas_csv, system={"run": "r", "kind": "zero_shot", "name": "x"}
+        ))  # fmt: skip
+    with pytest.raises(ValueError, match="'fine_tuned@lora_r=4' needs run"):
+        PilotConfig.model_validate(pilot_config(
+            tmp_path, personas_csv,
+            system={"backend": {"name": "fake"}, "name": "fine_tuned@lora_r=4"},
+        ))  # fmt: skip
 
 
 def test_unknown_config_key_is_named(tmp_path):

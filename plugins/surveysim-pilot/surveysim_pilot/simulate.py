@@ -16,7 +16,6 @@ bootstrap settings, answers nothing.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,9 +38,10 @@ from surveysim_core.answers import AnswerDistribution, AnswerType
 from surveysim_core.cache import Cache, cache_root, digest
 from surveysim_core.config import DataSection, RunConfig, load_config, validate_options
 from surveysim_core.errors import ConfigError, DataError
-from surveysim_core.files import atomic_directory
+from surveysim_core.files import atomic_directory, file_sha256
 from surveysim_core.plugins import Plugins
-from surveysim_core.protocols import Progress, Prompt, SystemAnswers
+from surveysim_core.protocols import Backend, Progress, Prompt, SystemAnswers
+from surveysim_core.run_systems import run_config, run_system
 from surveysim_core.scoring import (
     bootstrap_intervals,
     resample_counts,
@@ -55,23 +55,28 @@ from surveysim_pilot.items import Item, build_items
 
 @dataclass
 class SystemChoice:
-    """The backend class, its validated options and the adapter folder (None: zero-shot)."""
+    """The system that answers: its name (as its run names it), backend class, validated
+    options and adapter folder (None: the pre-trained model), and the settings its answers
+    depend on (as the run records them)."""
 
     name: str
     backend: type
     options: Any
     adapter: Path | None
     label: str
+    settings: dict[str, Any]
+    #: the run configuration the system was trained and evaluated with (None: no run)
+    run_config: RunConfig | None = None
 
     def fingerprint(self) -> str:
-        """What the system's answers depend on: backend, options and the adapter's files."""
-        options = self.options.model_dump() if hasattr(self.options, "model_dump") else self.options
+        """What the system's answers depend on: the run's settings of it, less decoding and
+        prompts (each chunk's key holds its temperature and prompts), and the adapter's files."""
+        settings = {k: v for k, v in self.settings.items() if k not in ("decoding", "prompts")}
         files = {}
         if self.adapter is not None:
             for path in sorted(p for p in self.adapter.rglob("*") if p.is_file()):
-                sha = hashlib.sha256(path.read_bytes()).hexdigest()  # adapters are small
-                files[str(path.relative_to(self.adapter))] = sha
-        return digest(self.name, options, files)
+                files[str(path.relative_to(self.adapter))] = file_sha256(path)
+        return digest("system", settings, files)
 
 
 @dataclass
@@ -89,61 +94,45 @@ class Prepared:
 
 
 # -- checking ----------------------------------------------------------------------------------
-def _run_config(run: Path, source: str) -> RunConfig:
-    if not run.is_dir():
-        raise ConfigError(f"{source}: system.run: {run} is not a directory")
-    if not (run / "config.yaml").exists():
-        raise ConfigError(f"{source}: system.run: {run} has no config.yaml; not a run directory")
-    return load_config(run / "config.yaml")
-
-
 def resolve_system(config: SimulateConfig, source: str, plugins: Plugins) -> SystemChoice:
-    """The backend and adapter the configuration names; a run with no trained system is an error."""
+    """The system the configuration names: a finished run's, by name (any of its language-model
+    systems, a sweep's included), or a backend's pre-trained model."""
     sys_cfg = config.system
-    adapter = None
     if sys_cfg.run is not None:
         run = Path(sys_cfg.run)
-        run_cfg = _run_config(run, source)
+        run_cfg = run_config(run, f"{source}: system.run")
         if run_cfg.survey != config.survey:
             raise ConfigError(
                 f"{source}: system.run: {run} ran survey {run_cfg.survey!r}, not {config.survey!r}"
             )
-        if run_cfg.backend is None:
-            raise ConfigError(
-                f"{source}: system.run: {run} has no trained system (its configuration has no"
-                " language-model backend)"
-            )
-        ref = run_cfg.backend
-        opt_source, where = str(run / "config.yaml"), "backend"
-        if sys_cfg.kind == "fine_tuned":
-            adapter = run / "adapter"
-            # safetensors only: PEFT would unpickle an adapter_model.bin
-            needed = ("adapter_config.json", "adapter_model.safetensors")
-            if not all((adapter / name).is_file() for name in needed):
-                raise ConfigError(
-                    f"{source}: system.run: {run} has no trained system ({adapter} holds no"
-                    " adapter_config.json and adapter_model.safetensors: the run did not"
-                    " fine-tune, or has not finished)"
-                )
-        label = f"{sys_cfg.kind} ({run})"
-    else:
-        ref = sys_cfg.backend
-        opt_source, where = source, "system.backend"
-        label = f"zero_shot ({ref.name})"
-    cls = plugins.backends.get(ref.name, where=f"{opt_source}: {where}.name")
-    options = validate_options(cls, ref.options, f"{where}.options", opt_source)
-    return SystemChoice(ref.name, cls, options, adapter, label)
+        found = run_system(run, sys_cfg.name, plugins, source, "system.name")
+        label = f"{found.name} ({run})"
+        return SystemChoice(
+            found.name, found.backend, found.options, found.adapter, label, found.settings,
+            found.config,
+        )  # fmt: skip
+    ref = sys_cfg.backend
+    assert ref is not None  # the configuration gives a run or a backend
+    cls = plugins.backends.get(ref.name, where=f"{source}: system.backend.name")
+    options = validate_options(cls, ref.options, "system.backend.options", source)
+    dumped = options.model_dump(mode="json") if options is not None else dict(ref.options)
+    system_settings = getattr(cls, "system_settings", None) or Backend.system_settings
+    settings = {
+        "kind": "zero_shot",
+        "backend": ref.name,
+        **system_settings("zero_shot", dumped, {}),
+    }
+    return SystemChoice("zero_shot", cls, options, None, f"zero_shot ({ref.name})", settings)
 
 
-def _plan(config: SimulateConfig, source: str, plugins: Plugins):
+def _plan(config: SimulateConfig, source: str, plugins: Plugins, system: SystemChoice):
     from surveysim_core.run import plan_run
 
-    run_config = RunConfig(survey=config.survey, survey_options=config.survey_options)
-    if config.system.run is not None and (Path(config.system.run) / "config.yaml").exists():
+    base = RunConfig(survey=config.survey, survey_options=config.survey_options)
+    if system.run_config is not None:
         # prompts as the system was trained with them (compact persona, respondent memory)
-        trained = _run_config(Path(config.system.run), source)
-        run_config = run_config.model_copy(update={"prompts": trained.prompts})
-    return plan_run(run_config, source, plugins)
+        base = base.model_copy(update={"prompts": system.run_config.prompts})
+    return plan_run(base, source, plugins)
 
 
 def _respondents(
@@ -258,9 +247,9 @@ def prepare(
     output = Path(config.output)
     if output.exists():
         raise ConfigError(f"{source}: output: {output} already exists; choose a new directory")
-    plan = _plan(config, source, plugins)
-    spec = plan.survey.spec
     system = resolve_system(config, source, plugins)
+    plan = _plan(config, source, plugins, system)
+    spec = plan.survey.spec
     items = build_items(spec, list(config.questions), config.statements, source)
     # new statements become context values, so that the survey's template shows their text
     extra: dict[str, dict[str, str]] = {}
@@ -402,7 +391,7 @@ def check_summary(prepared: Prepared, deferred: frozenset[str] = frozenset()) ->
         f"items: {len(items) - len(statements)} survey questions, {len(statements)} statements"
         f" ({sum(i.new for i in statements)} new)",
         f"segments: {', '.join(prepared.segments) or '(whole population only)'}",
-        f"system: {system.label} ({system.name}"
+        f"system: {system.label} ({system.settings.get('backend')}"
         + (f", adapter {system.adapter}" if system.adapter is not None else ", no adapter")
         + f"), temperature {float(prepared.config.system.temperature):g}",
     ]
