@@ -14,12 +14,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from surveysim_core.answers import AnswerDistribution
 from surveysim_core.cache import Cache
-from surveysim_core.protocols import Progress, SystemAnswers
+from surveysim_core.items import parse_with
+from surveysim_core.plan import Plan
+from surveysim_core.protocols import Progress, Prompt, SystemAnswers
 
 #: the result-cache kind of answers (a run's whole test set or a chunk of personas)
 ANSWER_KIND = "answers"
@@ -118,23 +121,77 @@ def joined(parts: list[tuple[list[int], SystemAnswers]], n: int) -> SystemAnswer
     if len(parts) == 1 and parts[0][0] == list(range(n)):
         return parts[0][1]
     first = parts[0][1]
-    width = max(a.distribution.probs.shape[1] for _, a in parts)
-    probs = np.zeros((n, width))
     codes = np.full(n, np.nan)
     texts: list[str | None] = [None] * n
     for rows, a in parts:
-        probs[rows, : a.distribution.probs.shape[1]] = a.distribution.probs
         if a.codes is not None:
             codes[rows] = a.codes
         for i, text in zip(rows, a.texts or [None] * len(rows), strict=True):
             texts[i] = text
-    exact = all(a.distribution.exact for _, a in parts)
-    has_codes = any(a.codes is not None for _, a in parts)
     return SystemAnswers(
         first.setting,
-        AnswerDistribution(probs, exact),
-        codes if has_codes else None,
+        stack_distributions([(np.asarray(rows), a.distribution) for rows, a in parts], n),
+        codes if any(a.codes is not None for _, a in parts) else None,
         first.temperature,
         dict(first.params),
         texts if any(x is not None for x in texts) else None,
     )
+
+
+def decode_items(
+    plan: Plan,
+    decoder: Any,
+    model: Any,
+    prompts: Sequence[Prompt],
+    questions: np.ndarray,
+    temperatures: list[float],
+    max_new_tokens: int,
+    seed: int,
+    setting: str,
+    progress: Progress,
+    name: str,
+) -> dict[float, SystemAnswers]:
+    """``decoder``'s answers to ``prompts`` (``questions[i]`` asked at ``prompts[i]``) at every
+    temperature. Questions with the same answers and parsers are decoded in one call, so that
+    a decoder can share each respondent's persona prefix across all of their questions."""
+    decoded_all: dict[float, list] = {}
+    groups: dict[tuple, list[str]] = {}
+    for qid, answer in plan.answer_types.items():
+        key = (type(answer), tuple(answer.labels), tuple(map(id, plan.parsers[qid])))
+        groups.setdefault(key, []).append(qid)
+    for qids in groups.values():
+        mask = np.isin(questions, qids)
+        if not mask.any():
+            continue
+        asked = [p for p, m in zip(prompts, mask, strict=True) if m]
+        progress(f"{name}: answering {len(asked)} prompts ({', '.join(qids)}) at t={temperatures}")
+        decoded = decoder.decode(
+            model, asked, plan.answer_types[qids[0]], parse_with(plan, qids[0]), temperatures,
+            max_new_tokens, seed,
+        )  # fmt: skip
+        for t, d in decoded.items():
+            decoded_all.setdefault(t, []).append((mask, d))
+    out = {}
+    for t, parts in decoded_all.items():
+        answers = [
+            SystemAnswers(setting, d.distribution, d.codes, t, {}, d.texts) for _, d in parts
+        ]
+        rows = [np.nonzero(m)[0].tolist() for m, _ in parts]
+        out[t] = joined(list(zip(rows, answers, strict=True)), len(prompts))
+    return out
+
+
+def stack_distributions(
+    parts: list[tuple[np.ndarray, AnswerDistribution]], n: int
+) -> AnswerDistribution:
+    """Answers of several questions (different answer sets) in one distribution object.
+
+    Metrics only ever see one question at a time (the scorer cuts the rows back to that
+    question's support), so rows are padded to the widest support.
+    """
+    width = max((p.probs.shape[1] for _, p in parts), default=0)
+    probs = np.zeros((n, width))
+    exact = all(p.exact for _, p in parts) if parts else False
+    for mask, part in parts:
+        probs[mask, : part.probs.shape[1]] = part.probs
+    return AnswerDistribution(probs, exact)

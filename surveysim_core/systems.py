@@ -16,11 +16,17 @@ from typing import Any
 
 import numpy as np
 
-from surveysim_core.answering import Chunk, answer_chunks, cached_temperatures
+from surveysim_core.answering import (
+    Chunk,
+    answer_chunks,
+    cached_temperatures,
+    decode_items,
+    stack_distributions,
+)
 from surveysim_core.answers import AnswerDistribution, AnswerType
 from surveysim_core.cache import Cache, digest, items_fingerprint
 from surveysim_core.errors import SurveysimError
-from surveysim_core.items import examples, parse_with
+from surveysim_core.items import examples
 from surveysim_core.plan import LMVariant, Plan
 from surveysim_core.protocols import (
     Backend,
@@ -42,22 +48,6 @@ class Stage:
     system: str
     what: str
     cached: bool
-
-
-def stack_distributions(
-    parts: list[tuple[np.ndarray, AnswerDistribution]], n: int
-) -> AnswerDistribution:
-    """Answers of several questions (different answer sets) in one distribution object.
-
-    Metrics only ever see one question at a time (the scorer cuts the rows back to that
-    question's support), so rows are padded to the widest support.
-    """
-    width = max((p.probs.shape[1] for _, p in parts), default=0)
-    probs = np.zeros((n, width))
-    exact = all(p.exact for _, p in parts) if parts else False
-    for mask, part in parts:
-        probs[mask, : part.probs.shape[1]] = part.probs
-    return AnswerDistribution(probs, exact)
 
 
 def distribution_of_codes(
@@ -429,43 +419,12 @@ class LanguageModelSystem:
     def _decode(
         self, model: Any, test: ItemSet, temperatures: list[float]
     ) -> dict[float, SystemAnswers]:
-        plan, variant, cfg = self.plan, self.variant, self.variant.config
-        decoded_all: dict[float, list] = {}
-        # questions with the same answers and parsers are decoded in one call, so that a
-        # decoder can share each respondent's persona prefix across all of their questions
-        groups: dict[tuple, list[str]] = {}
-        for qid, answer in plan.answer_types.items():
-            key = (type(answer), tuple(answer.labels), tuple(map(id, plan.parsers[qid])))
-            groups.setdefault(key, []).append(qid)
-        for qids in groups.values():
-            mask = np.isin(test.items["question"].to_numpy(), qids)
-            if not mask.any():
-                continue
-            prompts = [p for p, m in zip(test.prompts, mask, strict=True) if m]
-            self.progress(
-                f"{self.name}: answering {len(prompts)} prompts ({', '.join(qids)})"
-                f" at t={temperatures}"
-            )
-            decoded = variant.decoder.decode(
-                model, prompts, plan.answer_types[qids[0]], parse_with(plan, qids[0]),
-                temperatures, cfg.decoding.max_new_tokens, cfg.decoding.seed,
-            )  # fmt: skip
-            for t, d in decoded.items():
-                decoded_all.setdefault(t, []).append((mask, d))
-        setting = cfg.backend.name  # type: ignore[union-attr]
-        out = {}
-        for t, parts in decoded_all.items():
-            dist = stack_distributions([(m, d.distribution) for m, d in parts], len(test))
-            codes = np.full(len(test), np.nan)
-            texts: list[str | None] = [None] * len(test)
-            for mask, d in parts:
-                codes[mask] = d.codes
-                if d.texts is not None:
-                    for i, text in zip(np.nonzero(mask)[0], d.texts, strict=True):
-                        texts[i] = text
-            has_text = any(x is not None for x in texts)
-            out[t] = SystemAnswers(setting, dist, codes, t, {}, texts if has_text else None)
-        return out
+        cfg = self.variant.config
+        return decode_items(
+            self.plan, self.variant.decoder, model, test.prompts,
+            test.items["question"].to_numpy(), temperatures, cfg.decoding.max_new_tokens,
+            cfg.decoding.seed, cfg.backend.name, self.progress, self.name,  # type: ignore[union-attr]
+        )  # fmt: skip
 
 
 def survey_fingerprint(plan: Plan) -> str:

@@ -28,13 +28,13 @@ import yaml
 
 from surveysim_core import answering
 from surveysim_core.answering import (
-    AnswerFunction,
     Chunk,
     answer_chunks,
     cached_temperatures,
+    decode_items,
     persona_chunks,
 )
-from surveysim_core.answers import AnswerDistribution, AnswerType
+from surveysim_core.answers import AnswerType
 from surveysim_core.cache import Cache, cache_root, digest
 from surveysim_core.config import DataSection, RunConfig, load_config, validate_options
 from surveysim_core.errors import ConfigError, DataError
@@ -128,7 +128,10 @@ def resolve_system(config: SimulateConfig, source: str, plugins: Plugins) -> Sys
 def _plan(config: SimulateConfig, source: str, plugins: Plugins, system: SystemChoice):
     from surveysim_core.run import plan_run
 
-    base = RunConfig(survey=config.survey, survey_options=config.survey_options)
+    # the exact decoder: answer distributions as a run's exact decoder reads them
+    base = RunConfig(
+        survey=config.survey, survey_options=config.survey_options, decoding={"decoder": "exact"}
+    )
     if system.run_config is not None:
         # prompts as the system was trained with them (compact persona, respondent memory)
         base = base.model_copy(update={"prompts": system.run_config.prompts})
@@ -298,11 +301,9 @@ def answer(
     progress: Progress | None = None,
     history: list[tuple[tuple[str, str], ...]] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Exact answer distribution of every persona for every item: ``item id -> (n, K)``.
-
-    Items whose questions share an answer set are asked in one call, so that a backend can share
-    each persona's prefix across them. ``history``: each persona's earlier turns (question,
-    answer), put before every item (respondent memory); default: none.
+    """Exact answer distribution of every persona for every item: ``item id -> (n, K)``, from
+    the core's engine with the exact decoder, as a run answers. ``history``: each persona's
+    earlier turns (question, answer), put before every item (respondent memory); default: none.
     """
     progress = progress or Progress()
     if not hasattr(model, "answer_distribution"):
@@ -310,69 +311,49 @@ def answer(
             f"{prepared.source}: system: the backend's model {type(model).__name__} has no exact"
             " answer_distribution"
         )
-    personas = prepared.population.personas
-    t = float(prepared.config.system.temperature)
-    out: dict[str, np.ndarray] = {}
-    n = len(personas)
-    cache = Cache(cache_root(), progress)
-    system = prepared.system.fingerprint()
-    for labels, members in answer_groups(prepared).items():
-        prompts = item_prompts(prepared, members)
-        if history is not None:
-            prompts = [Prompt(p.system, p.user, history[k % n]) for k, p in enumerate(prompts)]
-        progress(
-            f"answering {len(prompts)} prompts ({len(members)} items x {len(personas)} personas)"
-        )
-        chunks = item_chunks(prompts, list(labels), t, len(members), n, system)
-        ask = exact_answers(prepared, model, prompts, list(labels))
-        answers = answer_chunks(chunks, len(prompts), ask, cache, prepared.system.label, progress)
-        probs = answers[t].distribution.probs
-        for k, item in enumerate(members):
-            out[item.id] = probs[k * n : (k + 1) * n]
-    return out
-
-
-def exact_answers(
-    prepared: Prepared, model: Any, prompts: list[Prompt], labels: list[str]
-) -> AnswerFunction:
-    """The engine's answer function: ``model.answer_distribution`` of the prompts at rows."""
+    plan, items, n = prepared.plan, prepared.items, len(prepared.population)
+    prompts = item_prompts(prepared, items)
+    if history is not None:
+        prompts = [Prompt(p.system, p.user, history[k % n]) for k, p in enumerate(prompts)]
+    progress(f"answering {len(prompts)} prompts ({len(items)} items x {n} personas)")
+    questions = np.repeat([item.question for item in items], n)
+    decoding, quiet = plan.config.decoding, Progress(lambda message: None)
 
     def ask(rows: list[int], temperatures: list[float]) -> dict[float, SystemAnswers]:
         asked = [prompts[i] for i in rows]
-        probs = model.answer_distribution(asked, labels, temperatures)
-        out = {}
-        for t in temperatures:
-            p = np.asarray(probs[t], dtype=float)
-            if p.shape != (len(asked), len(labels)):
-                raise ConfigError(
-                    f"{prepared.source}: system: the model returned {p.shape} probabilities for"
-                    f" {len(asked)} prompts and {len(labels)} answers"
-                )
-            out[t] = SystemAnswers(prepared.system.name, AnswerDistribution(p, True), None, t)
-        return out
+        return decode_items(
+            plan, plan.decoder, model, asked, questions[rows], temperatures,
+            decoding.max_new_tokens, decoding.seed, prepared.system.name, quiet, "",
+        )  # fmt: skip
 
-    return ask
-
-
-def answer_groups(prepared: Prepared) -> dict[tuple[str, ...], list[Item]]:
-    """The items by answer set: items whose questions share one are asked in one call."""
-    groups: dict[tuple[str, ...], list[Item]] = {}
-    for item in prepared.items:
-        groups.setdefault(tuple(prepared.plan.answer_types[item.question].labels), []).append(item)
-    return groups
+    t = float(prepared.config.system.temperature)
+    chunks = item_chunks(prepared, prompts, questions, t)
+    cache = Cache(cache_root(), progress)
+    answers = answer_chunks(chunks, len(prompts), ask, cache, prepared.system.label, progress)
+    probs = answers[t].distribution.probs
+    return {
+        item.id: probs[k * n : (k + 1) * n, : len(plan.answer_types[item.question].labels)]
+        for k, item in enumerate(items)
+    }
 
 
 def item_chunks(
-    prompts: list[Prompt], labels: list[str], t: float, n_items: int, n_personas: int, system: str
+    prepared: Prepared, prompts: list[Prompt], questions: np.ndarray, t: float
 ) -> list[Chunk]:
     """The engine's persona chunks of item-major ``prompts``; a chunk's key covers the system
-    fingerprint, the temperature, the answer set and its prompts (with their history)."""
+    fingerprint, the temperature, and its prompts (with their history) and questions' answers."""
+    system = prepared.system.fingerprint()
+    answers = {q: list(prepared.plan.answer_types[q].labels) for q in set(questions)}
 
     def key_of(rows: list[int], t: float) -> str:
-        asked = [(prompts[i].system, prompts[i].user, list(prompts[i].history)) for i in rows]
-        return digest("answers", system, t, labels, asked)
+        asked = [
+            (prompts[i].system, prompts[i].user, list(prompts[i].history), questions[i])
+            for i in rows
+        ]
+        return digest("answers", system, t, answers, asked)
 
-    return persona_chunks(n_items, n_personas, key_of, [t])
+    n = len(prepared.population)
+    return persona_chunks(len(questions) // n if n else 0, n, key_of, [t])
 
 
 def check_summary(prepared: Prepared, deferred: frozenset[str] = frozenset()) -> list[str]:
@@ -398,21 +379,14 @@ def check_summary(prepared: Prepared, deferred: frozenset[str] = frozenset()) ->
     cache = Cache(cache_root())
     t = float(prepared.config.system.temperature)
     n = len(population)
-    fingerprint = system.fingerprint()  # hashes the adapter's files: once
-    total = cached = later = 0
-    chunks = 0
-    for labels, members in answer_groups(prepared).items():
-        now = [i for i in members if i.id not in deferred]
-        later += n * (len(members) - len(now))
-        if not now:
-            continue
-        prompts = item_prompts(prepared, now)
-        for chunk in item_chunks(prompts, list(labels), t, len(now), n, fingerprint):
-            chunks += 1
-            total += len(chunk.rows)
-            cached += len(chunk.rows) if cached_temperatures(cache, chunk) else 0
+    now = [i for i in items if i.id not in deferred]
+    later = n * (len(items) - len(now))
+    questions = np.repeat([i.question for i in now], n)
+    chunks = item_chunks(prepared, item_prompts(prepared, now), questions, t) if now else []
+    total = sum(len(c.rows) for c in chunks)
+    cached = sum(len(c.rows) for c in chunks if cached_temperatures(cache, c))
     lines.append(
-        f"answers: {total} prompts in {chunks} chunks of {answering.ANSWER_CHUNK} personas;"
+        f"answers: {total} prompts in {len(chunks)} chunks of {answering.ANSWER_CHUNK} personas;"
         f" {cached} already in the result cache, {total - cached} to answer"
     )
     if later:
