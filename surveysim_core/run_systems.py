@@ -9,9 +9,7 @@ each system of a sweep), limited to the systems its ``settings.csv`` records onc
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
@@ -24,20 +22,6 @@ from surveysim_core.systems import LanguageModelSystem, build_systems
 
 #: what a saved adapter must hold (safetensors only: PEFT would unpickle an adapter_model.bin)
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
-
-
-@dataclass(frozen=True)
-class RunSystem:
-    """One language-model system of a run: its backend class and validated options, the
-    adapter it answers with (None: the pre-trained model) and the run configuration of its
-    variant (its prompts)."""
-
-    name: str
-    backend: type
-    options: Any
-    adapter: Path | None
-    config: RunConfig
-    settings: dict[str, Any]
 
 
 def run_config(run: Path, where: str) -> RunConfig:
@@ -71,9 +55,12 @@ def language_model_systems(run: Path, plugins: Plugins, where: str) -> list[Lang
     return systems
 
 
-def run_system(run: Path, name: str, plugins: Plugins, source: str, field: str) -> RunSystem:
-    """The system ``name`` of run directory ``run``; the errors name ``source`` (the config
-    file), ``field`` (its key) and, for a name the run lacks, the systems it has."""
+def run_system(
+    run: Path, name: str, plugins: Plugins, source: str, field: str
+) -> tuple[LanguageModelSystem, Path | None]:
+    """The system ``name`` of run directory ``run`` and the adapter it answers with (None: the
+    pre-trained model); the errors name ``source`` (the config file), ``field`` (its key) and,
+    for a name the run lacks, the systems it has."""
     where = f"{source}: {field.rsplit('.', 1)[0]}.run"
     systems = {s.name: s for s in language_model_systems(run, plugins, where)}
     system = systems.get(name)
@@ -82,14 +69,10 @@ def run_system(run: Path, name: str, plugins: Plugins, source: str, field: str) 
             f"{source}: {field}: run {run} has no language-model system {name!r}; it has"
             f" {', '.join(sorted(systems)) or 'none'}"
         )
-    adapter = None
-    if system.learns:
-        adapter = system.adapter_dir
-        if not all((adapter / f).is_file() for f in ADAPTER_FILES):
-            raise ConfigError(
-                f"{where}: {run} has no trained system {name!r} ({adapter} holds no"
-                f" {' and '.join(ADAPTER_FILES)}: the run did not fine-tune, or has not"
-                " finished)"
-            )
-    cls, options = system.variant.backend
-    return RunSystem(name, cls, options, adapter, system.variant.config, system.settings)
+    adapter = system.adapter_dir if system.learns else None
+    if adapter is not None and not all((adapter / f).is_file() for f in ADAPTER_FILES):
+        raise ConfigError(
+            f"{where}: {run} has no trained system {name!r} ({adapter} holds no"
+            f" {' and '.join(ADAPTER_FILES)}: the run did not fine-tune, or has not finished)"
+        )
+    return system, adapter

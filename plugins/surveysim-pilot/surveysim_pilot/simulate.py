@@ -105,12 +105,12 @@ def resolve_system(config: SimulateConfig, source: str, plugins: Plugins) -> Sys
             raise ConfigError(
                 f"{source}: system.run: {run} ran survey {run_cfg.survey!r}, not {config.survey!r}"
             )
-        found = run_system(run, sys_cfg.name, plugins, source, "system.name")
+        found, adapter = run_system(run, sys_cfg.name, plugins, source, "system.name")
+        cls, options = found.variant.backend
         label = f"{found.name} ({run})"
         return SystemChoice(
-            found.name, found.backend, found.options, found.adapter, label, found.settings,
-            found.config,
-        )  # fmt: skip
+            found.name, cls, options, adapter, label, found.settings, found.variant.config
+        )
     ref = sys_cfg.backend
     assert ref is not None  # the configuration gives a run or a backend
     cls = plugins.backends.get(ref.name, where=f"{source}: system.backend.name")
