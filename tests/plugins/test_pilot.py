@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict
 
 from surveysim_core import hookimpl
 from surveysim_core.errors import ConfigError, DataError
-from surveysim_core.protocols import Backend
+from surveysim_core.protocols import Backend, Progress
 from surveysim_core.survey import Survey, SurveySpec
 
 pytest.importorskip("pyarrow")
@@ -550,8 +550,13 @@ def test_an_interrupted_pilot_resumes_from_its_finished_chunks(
     assert answered == [3, 3]  # two personas x (pre, A, B) were answered and kept
 
     fail_at, answered[:] = 0, []
-    out = pilot(PilotConfig.model_validate(cfg), "cfg.yaml", town)
+    messages: list[str] = []
+    out = pilot(PilotConfig.model_validate(cfg), "cfg.yaml", town, Progress(messages.append))
     assert answered == [3, 3]  # only personas 3 and 4
+    # and the engine says so, as a run does
+    said = " | ".join(messages)
+    assert "reused zero_shot (fake): answers at t=[1.0] (2 of 4 chunks)" in said
+    assert "computed zero_shot (fake): answers at t=[1.0] (2 of 4 chunks)" in said
     resumed = pd.read_csv(out / "shifts.csv")
 
     # the same pilot once more answers nothing; a fresh cache answers all four personas
@@ -614,7 +619,6 @@ class SweepBackend(FakeBackend):
 def sweep_run(town, tmp_path) -> Path:
     """A finished run of the town survey over lora_r 4 and 8 (20 respondents from a file)."""
     from surveysim_core.config import RunConfig
-    from surveysim_core.protocols import Progress
     from surveysim_core.run import execute
 
     town.register(type("P", (), {"register_backends": hookimpl(

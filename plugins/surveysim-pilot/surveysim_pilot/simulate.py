@@ -305,6 +305,8 @@ def answer(
     the core's engine with the exact decoder, as a run answers. ``history``: each persona's
     earlier turns (question, answer), put before every item (respondent memory); default: none.
     """
+    from surveysim_core.run import report_cache
+
     progress = progress or Progress()
     if not hasattr(model, "answer_distribution"):
         raise ConfigError(
@@ -330,6 +332,7 @@ def answer(
     chunks = item_chunks(prepared, prompts, questions, t)
     cache = Cache(cache_root(), progress)
     answers = answer_chunks(chunks, len(prompts), ask, cache, prepared.system.label, progress)
+    report_cache(cache, progress)
     probs = answers[t].distribution.probs
     return {
         item.id: probs[k * n : (k + 1) * n, : len(plan.answer_types[item.question].labels)]
