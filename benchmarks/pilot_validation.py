@@ -342,7 +342,7 @@ def pilot_all(
         {
             "survey": survey,
             "data": {"source": "file", "path": str(responses_csv)},
-            "system": {"run": str(run_dir), "kind": "fine_tuned"},
+            "system": {"run": str(run_dir), "name": "fine_tuned"},
             "population": {"source": "respondents", "n": personas, "seed": seed},
             "pre_question": "initial_preference",
             "statements": {

@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import socket
 import tempfile
 import time
@@ -126,6 +127,27 @@ def replace_directory(staging: Path, target: Path) -> None:
             _fsync_file(child)
     os.replace(staging, target)
     fsync_dir(target.parent)
+
+
+def atomic_directory(path: Path | str, writer: Callable[[Path], object]) -> Path:
+    """Create the folder ``path`` all at once: ``writer(folder)`` fills a hidden folder beside
+    it, which is renamed to ``path`` only if ``writer`` succeeds and removed otherwise, so that
+    a failure (an error, Ctrl-C) leaves nothing partial. ``path`` must not exist yet."""
+    path = Path(path)
+    with output_errors(path):
+        if path.exists():
+            raise OutputError(f"{path}: already exists; choose a new output directory")
+        partial = path.parent / f".{path.name}.partial"
+        if partial.exists():  # left by a crashed earlier attempt at this same folder
+            shutil.rmtree(partial)
+        partial.mkdir(parents=True)
+        try:
+            writer(partial)
+            replace_directory(partial, path)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+    return path
 
 
 # -- the lock ------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ scored on the same resampled respondents: differences between two systems are pa
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -136,14 +136,62 @@ def _spread(values: np.ndarray) -> float:
 
 
 def segment_masks(
-    items: pd.DataFrame, respondents: pd.DataFrame, fields: Iterable[str]
+    items: pd.DataFrame,
+    respondents: pd.DataFrame,
+    fields: Iterable[str],
+    order: Mapping[str, Sequence[str]] | None = None,
 ) -> Iterable[tuple[str, np.ndarray]]:
-    """("all", everything), then ("field=option", mask) for each option of each segment field."""
+    """("all", everything), then ("field=option", mask) for each option of each segment field
+    that some item's respondent has. ``order``: the order to list a field's options in (the
+    survey's declared order, for a reader); options it lacks follow, sorted."""
     yield "all", np.ones(len(items), dtype=bool)
     for name in fields:
         values = items["subject_id"].map(respondents[name]).astype(str).to_numpy()
-        for option in sorted(set(values)):
+        present = set(values)
+        first = [o for o in (order or {}).get(name, ()) if o in present]
+        for option in [*first, *sorted(present - set(first))]:
             yield f"{name}={option}", values == option
+
+
+def resample_counts(subjects: np.ndarray, draws: int, seed: int, *key: str) -> np.ndarray:
+    """``(draws, len(subjects))``: how often each row is drawn in each bootstrap resample of
+    :func:`respondent_resamples` (one row per subject, as for personas); counts make a weighted
+    mean over every resample one matrix product."""
+    n = len(subjects)
+    resamples = respondent_resamples(subjects, draws, seed, *key)
+    counts = np.zeros((draws, n))
+    for b, picks in enumerate(resamples):
+        counts[b] = np.bincount(picks, minlength=n)
+    return counts
+
+
+def weighted_mean_draws(
+    values: np.ndarray, weights: np.ndarray, counts: np.ndarray
+) -> tuple[Any, np.ndarray]:
+    """The weighted mean of ``values`` (n,) or (n, K) and its bootstrap draws (draws,) or
+    (draws, K) over the resamples ``counts`` (:func:`resample_counts`).
+
+    ``weights`` is zero outside the segment; a draw with no weight in the segment is NaN.
+    """
+    total = weights.sum()
+    x = values if values.ndim == 2 else values[:, None]
+    estimate = (weights @ x) / total if total > 0 else np.full(x.shape[1], np.nan)
+    num = counts @ (weights[:, None] * x)
+    den = counts @ weights
+    with np.errstate(invalid="ignore", divide="ignore"):
+        boot = np.where(den[:, None] > 0, num / den[:, None], np.nan)
+    if values.ndim == 1:
+        return estimate[0], boot[:, 0]
+    return estimate, boot
+
+
+def bootstrap_intervals(estimate: Any, draws: np.ndarray) -> tuple[Any, Any]:
+    """:func:`bootstrap_interval` of a scalar ``estimate`` and its draws (draws,), or of each
+    of K estimates and their draws (draws, K)."""
+    if np.ndim(estimate) == 0:
+        return bootstrap_interval(float(estimate), draws)
+    bounds = [bootstrap_interval(float(e), draws[:, k]) for k, e in enumerate(estimate)]
+    return np.array([b[0] for b in bounds]), np.array([b[1] for b in bounds])
 
 
 def applicable(metric: Metric, answer: AnswerType, exact: bool) -> bool:

@@ -16,10 +16,17 @@ from typing import Any
 
 import numpy as np
 
+from surveysim_core.answering import (
+    Chunk,
+    answer_chunks,
+    cached_temperatures,
+    decode_items,
+    stack_distributions,
+)
 from surveysim_core.answers import AnswerDistribution, AnswerType
 from surveysim_core.cache import Cache, digest, items_fingerprint
 from surveysim_core.errors import SurveysimError
-from surveysim_core.items import examples, parse_with
+from surveysim_core.items import examples
 from surveysim_core.plan import LMVariant, Plan
 from surveysim_core.protocols import (
     Backend,
@@ -41,22 +48,6 @@ class Stage:
     system: str
     what: str
     cached: bool
-
-
-def stack_distributions(
-    parts: list[tuple[np.ndarray, AnswerDistribution]], n: int
-) -> AnswerDistribution:
-    """Answers of several questions (different answer sets) in one distribution object.
-
-    Metrics only ever see one question at a time (the scorer cuts the rows back to that
-    question's support), so rows are padded to the widest support.
-    """
-    width = max((p.probs.shape[1] for _, p in parts), default=0)
-    probs = np.zeros((n, width))
-    exact = all(p.exact for _, p in parts) if parts else False
-    for mask, part in parts:
-        probs[mask, : part.probs.shape[1]] = part.probs
-    return AnswerDistribution(probs, exact)
 
 
 def distribution_of_codes(
@@ -264,9 +255,9 @@ class LanguageModelSystem:
             stages.append(Stage(self.name, "calibrated temperature", value is not None))
             if value is not None and value.get("temperature") not in (None, *temperatures):
                 temperatures.append(value["temperature"])
-        for t in temperatures:
-            key = self._answer_key(adapter_key, decoding, test, t)
-            stages.append(Stage(self.name, f"answers at t={t:g}", cache.has("answers", key)))
+        keys = {t: self._answer_key(adapter_key, decoding, test, t) for t in temperatures}
+        cached = cached_temperatures(cache, Chunk(list(range(len(test))), keys))
+        stages += [Stage(self.name, f"answers at t={t:g}", t in cached) for t in temperatures]
         return stages
 
     def run(self, train: ItemSet, val: ItemSet, test: ItemSet) -> SystemResult:
@@ -288,22 +279,15 @@ class LanguageModelSystem:
         if t_cal is not None and t_cal not in temperatures:
             temperatures.append(t_cal)
         answer_keys = {t: self._answer_key(adapter_key, decoding, test, t) for t in temperatures}
-        found: dict[float, SystemAnswers] = {}
-        if self.cache is not None:
-            for t, key in answer_keys.items():
-                cached = self.cache.get_answers("answers", key)
-                if cached is not None:
-                    found[t] = cached[0]
-            if found:
-                self.cache.reused.append(f"{self.name}: answers at t={sorted(found)}")
-        missing = [t for t in temperatures if t not in found]
-        if missing:
-            prompts = cfg.prompts
-            decode = (
-                self._decode_virtual
-                if prompts.memory and prompts.memory_at_evaluation == "virtual"
-                else self._decode
-            )
+        prompts = cfg.prompts
+        decode = (
+            self._decode_virtual
+            if prompts.memory and prompts.memory_at_evaluation == "virtual"
+            else self._decode
+        )
+
+        def answer(rows: list[int], missing: list[float]) -> dict[float, SystemAnswers]:
+            # the test set is one chunk: its rows are all of test
             answering = model()  # loaded (or trained) before the clock starts
             tokens_before = getattr(answering, "forward_tokens", None)
             tick = time.perf_counter()
@@ -316,13 +300,11 @@ class LanguageModelSystem:
                     "answer_seconds": seconds,
                     "forward_tokens_per_second": round((tokens_after - tokens_before) / seconds, 1),
                 }
-            for t, decoded in decoded_all.items():
-                found[t] = decoded
-                if self.cache is not None:
-                    self.cache.put_answers("answers", answer_keys[t], [decoded])
-            if self.cache is not None:
-                self.cache.computed.append(f"{self.name}: answers at t={missing}")
             self.timings["answer"] = seconds
+            return decoded_all
+
+        chunk = Chunk(list(range(len(test))), answer_keys)
+        found = answer_chunks([chunk], len(test), answer, self.cache, self.name, self.progress)
         params = {"calibrated_temperature": t_cal} if t_cal is not None else {}
         answers = [replace(found[t], params=params) for t in temperatures]
         return SystemResult(self.name, self.settings, answers, calibrated_temperature=t_cal)
@@ -437,43 +419,12 @@ class LanguageModelSystem:
     def _decode(
         self, model: Any, test: ItemSet, temperatures: list[float]
     ) -> dict[float, SystemAnswers]:
-        plan, variant, cfg = self.plan, self.variant, self.variant.config
-        decoded_all: dict[float, list] = {}
-        # questions with the same answers and parsers are decoded in one call, so that a
-        # decoder can share each respondent's persona prefix across all of their questions
-        groups: dict[tuple, list[str]] = {}
-        for qid, answer in plan.answer_types.items():
-            key = (type(answer), tuple(answer.labels), tuple(map(id, plan.parsers[qid])))
-            groups.setdefault(key, []).append(qid)
-        for qids in groups.values():
-            mask = np.isin(test.items["question"].to_numpy(), qids)
-            if not mask.any():
-                continue
-            prompts = [p for p, m in zip(test.prompts, mask, strict=True) if m]
-            self.progress(
-                f"{self.name}: answering {len(prompts)} prompts ({', '.join(qids)})"
-                f" at t={temperatures}"
-            )
-            decoded = variant.decoder.decode(
-                model, prompts, plan.answer_types[qids[0]], parse_with(plan, qids[0]),
-                temperatures, cfg.decoding.max_new_tokens, cfg.decoding.seed,
-            )  # fmt: skip
-            for t, d in decoded.items():
-                decoded_all.setdefault(t, []).append((mask, d))
-        setting = cfg.backend.name  # type: ignore[union-attr]
-        out = {}
-        for t, parts in decoded_all.items():
-            dist = stack_distributions([(m, d.distribution) for m, d in parts], len(test))
-            codes = np.full(len(test), np.nan)
-            texts: list[str | None] = [None] * len(test)
-            for mask, d in parts:
-                codes[mask] = d.codes
-                if d.texts is not None:
-                    for i, text in zip(np.nonzero(mask)[0], d.texts, strict=True):
-                        texts[i] = text
-            has_text = any(x is not None for x in texts)
-            out[t] = SystemAnswers(setting, dist, codes, t, {}, texts if has_text else None)
-        return out
+        cfg = self.variant.config
+        return decode_items(
+            self.plan, self.variant.decoder, model, test.prompts,
+            test.items["question"].to_numpy(), temperatures, cfg.decoding.max_new_tokens,
+            cfg.decoding.seed, cfg.backend.name, self.progress, self.name,  # type: ignore[union-attr]
+        )  # fmt: skip
 
 
 def survey_fingerprint(plan: Plan) -> str:

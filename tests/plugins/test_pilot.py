@@ -6,6 +6,7 @@ statement shown, so every shift, share and rank below is worked out by hand in t
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import ClassVar
 
@@ -13,10 +14,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from pydantic import BaseModel, ConfigDict
 
 from surveysim_core import hookimpl
 from surveysim_core.errors import ConfigError, DataError
-from surveysim_core.protocols import Backend
+from surveysim_core.protocols import Backend, Progress
 from surveysim_core.survey import Survey, SurveySpec
 
 pytest.importorskip("pyarrow")
@@ -24,12 +26,7 @@ pytest.importorskip("pyarrow")
 from surveysim_pilot import population as pop
 from surveysim_pilot.config import PilotConfig, SimulateConfig
 from surveysim_pilot.pilot import pilot, rise_probability
-from surveysim_pilot.simulate import (
-    bootstrap_counts,
-    interval,
-    simulate,
-    weighted,
-)
+from surveysim_pilot.simulate import simulate
 
 TOWN_SPEC = {
     "name": "town",
@@ -304,12 +301,41 @@ def test_rise_probability_hand_example():
 def test_bootstrap_interval_matches_the_normal_approximation():
     # 400 equally weighted personas, half 1 and half 0: the mean's standard error is
     # sqrt(0.25 / 400) = 0.025, so the 95% interval is about 0.5 +- 0.049
+    from surveysim_core.scoring import bootstrap_intervals, resample_counts, weighted_mean_draws
+
     values = np.repeat([1.0, 0.0], 200)
-    est, boot = weighted(values, np.full(400, 1 / 400), bootstrap_counts(400, 4000, 0))
-    lo, hi = interval(boot)
+    ids = np.array([f"p{i:05d}" for i in range(400)])
+    est, boot = weighted_mean_draws(values, np.full(400, 1 / 400), resample_counts(ids, 2000, 0))
+    lo, hi = bootstrap_intervals(est, boot)
     assert est == pytest.approx(0.5)
     assert lo == pytest.approx(0.451, abs=0.01)
     assert hi == pytest.approx(0.549, abs=0.01)
+
+
+def test_pilot_intervals_are_the_cores_recentred_bootstrap(town, tmp_path, personas_csv):
+    """The pilot's CI of a shift is the core's: the same resamples of personas as every run
+    (``respondent_resamples``), and the percentile interval re-centred on the estimate,
+    recomputed here with an explicit loop."""
+    from surveysim_core.scoring import respondent_resamples
+
+    config = PilotConfig.model_validate(pilot_config(tmp_path, personas_csv, bootstrap=40))
+    out = pilot(config, "cfg.yaml", town)
+    row = pd.read_csv(out / "shifts.csv", keep_default_na=False).set_index(
+        ["statement", "segment", "value"]
+    )
+    # statement A per persona (p00000..p00003: North young, North old, South young, South
+    # old): shifts +1, +1, -1, 0 with weights 0.4, 0.1, 0.2, 0.3; the estimate is 0.3
+    shift = np.array([1.0, 1.0, -1.0, 0.0])
+    weight = np.array([0.4, 0.1, 0.2, 0.3])
+    ids = np.array(["p00000", "p00001", "p00002", "p00003"])
+    draws = []
+    for picks in respondent_resamples(ids, 40, 0, "personas"):
+        draws.append(sum(weight[i] * shift[i] for i in picks) / sum(weight[i] for i in picks))
+    low, high = np.percentile(draws, [2.5, 97.5])
+    bias = float(np.median(draws)) - 0.3
+    got = row.loc[("A", "all", "all"), ["mean_shift_low", "mean_shift_high"]].to_numpy(float)
+    assert got == pytest.approx([low - bias, high - bias])
+    assert abs(bias) > 1e-6  # so a plain percentile interval would not pass
 
 
 # -- pilot end to end (fake model) ------------------------------------------------------------------
@@ -503,9 +529,9 @@ def test_an_interrupted_pilot_resumes_from_its_finished_chunks(
 ):
     """One persona per chunk: the first attempt dies on the third chunk; the second answers only
     the two chunks left, and its results equal an uninterrupted pilot's."""
-    import surveysim_pilot.simulate as sim
+    import surveysim_core.answering as engine
 
-    monkeypatch.setattr(sim, "ANSWER_CHUNK", 1)
+    monkeypatch.setattr(engine, "ANSWER_CHUNK", 1)
     answered: list[int] = []  # prompts per model call
     real = FakeModel.answer_distribution
 
@@ -524,8 +550,13 @@ def test_an_interrupted_pilot_resumes_from_its_finished_chunks(
     assert answered == [3, 3]  # two personas x (pre, A, B) were answered and kept
 
     fail_at, answered[:] = 0, []
-    out = pilot(PilotConfig.model_validate(cfg), "cfg.yaml", town)
+    messages: list[str] = []
+    out = pilot(PilotConfig.model_validate(cfg), "cfg.yaml", town, Progress(messages.append))
     assert answered == [3, 3]  # only personas 3 and 4
+    # and the engine says so, as a run does
+    said = " | ".join(messages)
+    assert "reused zero_shot (fake): answers at t=[1.0] (2 of 4 chunks)" in said
+    assert "computed zero_shot (fake): answers at t=[1.0] (2 of 4 chunks)" in said
     resumed = pd.read_csv(out / "shifts.csv")
 
     # the same pilot once more answers nothing; a fresh cache answers all four personas
@@ -553,14 +584,122 @@ def test_the_system_fingerprint_follows_the_adapter_files(tmp_path):
     adapter = tmp_path / "adapter"
     adapter.mkdir()
     (adapter / "adapter_model.safetensors").write_bytes(b"weights")
-    choice = SystemChoice("fake", FakeBackend, {"model": "m"}, adapter, "fine_tuned")
-    before = choice.fingerprint()
-    assert before == SystemChoice("fake", FakeBackend, {"model": "m"}, adapter, "x").fingerprint()
+
+    def choice(model: str, label: str = "fine_tuned") -> SystemChoice:
+        settings = {"kind": "fine_tuned", "backend": "fake", "options": {"model": model}}
+        return SystemChoice("fine_tuned", FakeBackend, {"model": model}, adapter, label, settings)
+
+    before = choice("m").fingerprint()
+    assert before == choice("m", "x").fingerprint()
     (adapter / "adapter_model.safetensors").write_bytes(b"retrained")
-    assert choice.fingerprint() != before
-    assert SystemChoice("fake", FakeBackend, {"model": "n"}, adapter, "x").fingerprint() != (
-        choice.fingerprint()
+    assert choice("m").fingerprint() != before
+    assert choice("n").fingerprint() != choice("m").fingerprint()
+
+
+class SweepBackend(FakeBackend):
+    """A backend whose "training" writes an adapter (its rank in adapter_config.json) into the
+    folder the run gives it, and remembers which folder each rank went to."""
+
+    class Options(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        lora_r: int = 8
+
+    training_options = frozenset({"lora_r"})
+    trained: ClassVar[dict[int, Path]] = {}
+
+    def fine_tune(self, train, val, loss, out_dir, resume):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "adapter_config.json").write_text(json.dumps({"r": self.options.lora_r}))
+        (out_dir / "adapter_model.safetensors").write_bytes(b"")
+        SweepBackend.trained[self.options.lora_r] = out_dir
+        return out_dir
+
+
+@pytest.fixture
+def sweep_run(town, tmp_path) -> Path:
+    """A finished run of the town survey over lora_r 4 and 8 (20 respondents from a file)."""
+    from surveysim_core.config import RunConfig
+    from surveysim_core.run import execute
+
+    town.register(type("P", (), {"register_backends": hookimpl(
+        lambda self, register: register("sweepy", SweepBackend))})(), "sweep-plugin")  # fmt: skip
+    regions, ages = ["North", "South"], ["young", "old"]
+    rows = [(f"s{i:02d}", regions[i % 2], ages[i // 2 % 2], "cat", "pre", 1 + i % 5)
+            for i in range(20)]  # fmt: skip
+    data = tmp_path / "responses.csv"
+    pd.DataFrame(
+        rows, columns=["subject_id", "region", "age", "pets", "question", "answer"]
+    ).to_csv(data, index=False)
+    SweepBackend.trained = {}
+    config = RunConfig.model_validate(
+        {
+            "survey": "town",
+            "data": {"source": "file", "path": str(data)},
+            "backend": {"name": "sweepy"},
+            "sweep": {"backend.options.lora_r": [4, 8]},
+            "decoding": {"decoder": "exact", "temperatures": [1.0]},
+            "evaluation": {"bootstrap": 2},
+            "output": {"dir": str(tmp_path / "runs")},
+        }
     )
+    run = execute(config, "run.yaml", town, run_dir=str(tmp_path / "sweep"),
+                  progress=Progress(lambda m: None))  # fmt: skip
+    yield run.dir
+    town.unregister("sweep-plugin")
+
+
+def test_pilot_answers_with_a_sweep_runs_system_by_name(town, tmp_path, personas_csv, sweep_run):
+    settings = pd.read_csv(sweep_run / "settings.csv")
+    assert {"fine_tuned@lora_r=4", "fine_tuned@lora_r=8"} <= set(settings["system"])
+    cfg = pilot_config(tmp_path, personas_csv,
+                       system={"run": str(sweep_run), "name": "fine_tuned@lora_r=4"})  # fmt: skip
+    FakeBackend.loaded.clear()
+    out = pilot(PilotConfig.model_validate(cfg), "cfg.yaml", town)
+    # the adapter the run trained with lora_r 4, wherever the run put it, not run/adapter
+    assert FakeBackend.loaded == [SweepBackend.trained[4]]
+    assert SweepBackend.trained[4] != sweep_run / "adapter"
+    assert (out / "shifts.csv").exists()
+    # the system's own options reach the backend: rank 4, not the run's default 8
+    cfg["output"] = str(tmp_path / "r8")
+    cfg["system"]["name"] = "fine_tuned@lora_r=8"
+    FakeBackend.loaded.clear()
+    pilot(PilotConfig.model_validate(cfg), "cfg.yaml", town)
+    assert FakeBackend.loaded == [SweepBackend.trained[8]]
+    assert json.loads((SweepBackend.trained[8] / "adapter_config.json").read_text()) == {"r": 8}
+
+
+def test_a_system_the_run_lacks_is_named_with_those_it_has(town, tmp_path, personas_csv, sweep_run):
+    # a sweep has no plain fine_tuned: each of its trained systems carries its settings
+    cfg = pilot_config(tmp_path, personas_csv, system={"run": str(sweep_run)})
+    _fails(
+        town, tmp_path, cfg, ConfigError,
+        r"cfg\.yaml: system\.name: run .*sweep has no language-model system 'fine_tuned'; it has"
+        r" fine_tuned@lora_r=4, fine_tuned@lora_r=8, zero_shot$",
+    )  # fmt: skip
+    cfg = pilot_config(tmp_path, personas_csv, system={"run": str(sweep_run), "name": "tuned"})
+    _fails(town, tmp_path, cfg, ConfigError, r"system\.name: .*no language-model system 'tuned'")
+
+
+def test_name_and_its_older_spelling_kind(tmp_path, personas_csv):
+    section = PilotConfig.model_validate(
+        pilot_config(tmp_path, personas_csv, system={"run": "r", "kind": "zero_shot"})
+    ).system
+    assert section.name == "zero_shot"
+    assert (
+        PilotConfig.model_validate(
+            pilot_config(tmp_path, personas_csv, system={"run": "r"})
+        ).system.name
+        == "fine_tuned"
+    )
+    with pytest.raises(ValueError, match="give name or kind"):
+        PilotConfig.model_validate(pilot_config(
+            tmp_path, personas_csv, system={"run": "r", "kind": "zero_shot", "name": "x"}
+        ))  # fmt: skip
+    with pytest.raises(ValueError, match="'fine_tuned@lora_r=4' needs run"):
+        PilotConfig.model_validate(pilot_config(
+            tmp_path, personas_csv,
+            system={"backend": {"name": "fake"}, "name": "fine_tuned@lora_r=4"},
+        ))  # fmt: skip
 
 
 def test_unknown_config_key_is_named(tmp_path):
@@ -706,11 +845,10 @@ def test_check_says_what_a_pilot_would_answer_and_loads_nothing(
     """``pilot --check`` loads no model and writes nothing, and its count of answers already in
     the cache is the one the pilot then reuses: after a pilot interrupted on its third chunk (one
     persona per chunk), two of four chunks (6 of 12 prompts) are cached."""
-    import surveysim_pilot.simulate as sim
-
+    import surveysim_core.answering as engine
     from surveysim_core.cli import build_cli
 
-    monkeypatch.setattr(sim, "ANSWER_CHUNK", 1)
+    monkeypatch.setattr(engine, "ANSWER_CHUNK", 1)
     global_plugins.register(TownPlugin(), "town-plugin")
     try:
         cfg = tmp_path / "pilot.yaml"

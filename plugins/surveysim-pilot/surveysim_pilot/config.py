@@ -20,11 +20,17 @@ class SystemSection(Strict):
 
     run: str | None = Field(
         None,
-        description="A finished run directory: its backend options, and for fine_tuned its"
-        " adapter/ folder.",
+        description="A finished run directory: the system called name answers, with its"
+        " backend options and adapter as the run trained them.",
     )
-    kind: Literal["fine_tuned", "zero_shot"] = Field(
-        "fine_tuned", description="The run's fine-tuned adapter, or the base model zero-shot."
+    name: str = Field(
+        "fine_tuned",
+        description="Which of the run's language-model systems answers, by the name its"
+        " metrics.csv and settings.csv give it: fine_tuned, zero_shot, or in a sweep run e.g."
+        " fine_tuned@lora_r=4. Without a run: zero_shot.",
+    )
+    kind: Literal["fine_tuned", "zero_shot"] | None = Field(
+        None, description="Older spelling of name (fine_tuned or zero_shot); give one of them."
     )
     backend: PluginRef | None = Field(
         None, description="Backend for zero-shot answers without a run (e.g. name: hf)."
@@ -35,12 +41,19 @@ class SystemSection(Strict):
 
     @model_validator(mode="after")
     def _one_source(self) -> SystemSection:
+        if self.kind is not None:
+            if "name" in self.model_fields_set and self.name != self.kind:
+                raise ValueError("give name or kind (its older spelling), not both")
+            self.name = self.kind
         if self.run is None and self.backend is None:
             raise ValueError("give run (a finished run directory) or backend (zero-shot)")
         if self.run is not None and self.backend is not None:
             raise ValueError("give run or backend, not both (a run names its own backend)")
-        if self.run is None and self.kind == "fine_tuned":
-            raise ValueError("kind fine_tuned needs run: a run directory with a trained adapter")
+        if self.run is None and self.name != "zero_shot":
+            raise ValueError(
+                f"system {self.name!r} needs run: a finished run directory that has it"
+                " (without a run, name: zero_shot with a backend)"
+            )
         return self
 
 

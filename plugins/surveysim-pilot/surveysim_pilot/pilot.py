@@ -22,21 +22,20 @@ import numpy as np
 import pandas as pd
 
 from surveysim_core.errors import ConfigError
+from surveysim_core.files import atomic_directory
 from surveysim_core.plugins import Plugins
 from surveysim_core.protocols import Progress
+from surveysim_core.scoring import bootstrap_intervals, percentile_interval, weighted_mean_draws
 from surveysim_pilot.config import PilotConfig
 from surveysim_pilot.simulate import (
     Prepared,
     answer,
     answer_and_write,
     check_summary,
-    interval,
     item_prompts,
     normalised,
+    persona_segments,
     prepare,
-    segment_masks,
-    weighted,
-    write_atomically,
 )
 
 SHIFT_BASIS = (
@@ -148,17 +147,17 @@ def shift_frame(
     statements = [i for i in prepared.items if i.statement is not None]
     w = prepared.population.weights
     rows = []
-    for seg, option, mask in segment_masks(prepared):
+    for seg, option, mask in persona_segments(prepared):
         boots, ests = [], []
         for item in statements:
             post_p, post_mass = normalised(probs[item.id])
             ws = np.where(mask & (pre_mass > 0) & (post_mass > 0), w, 0.0)
             shift = post_p @ at.support - pre_mean
-            est, boot = weighted(shift, ws, counts)
-            lo, hi = interval(boot)
-            rise, rise_boot = weighted(rise_probability(pre_p, post_p), ws, counts)
-            rise_lo, rise_hi = interval(rise_boot)
-            pre_est, _ = weighted(pre_mean, ws, counts)
+            est, boot = weighted_mean_draws(shift, ws, counts)
+            lo, hi = bootstrap_intervals(est, boot)
+            rise, rise_boot = weighted_mean_draws(rise_probability(pre_p, post_p), ws, counts)
+            rise_lo, rise_hi = bootstrap_intervals(rise, rise_boot)
+            pre_est, _ = weighted_mean_draws(pre_mean, ws, counts)
             rows.append(
                 {
                     "statement": item.statement, "text": item.text, "group": item.group or "",
@@ -179,7 +178,8 @@ def shift_frame(
             row = rows[len(rows) - len(statements) + k]
             row["rank"] = int(point[k])
             if complete.any():
-                lo, hi = np.percentile(boot_ranks[:, k], [2.5, 97.5])
+                # a rank's range, not an estimate's interval: the plain percentiles
+                lo, hi = percentile_interval(boot_ranks[:, k])
                 row["rank_low"], row["rank_high"] = int(np.floor(lo)), int(np.ceil(hi))
                 row["p_top"] = float((boot_ranks[:, k] == 1).mean())
             else:
@@ -210,4 +210,4 @@ def pilot(
         shifts.to_csv(folder / "shifts.csv", index=False)
         write_pilot_report(prepared, shifts, folder)
 
-    return write_atomically(prepared.output, write)
+    return atomic_directory(prepared.output, write)

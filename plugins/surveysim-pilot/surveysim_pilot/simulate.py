@@ -4,8 +4,9 @@ Everything the configuration names (survey, run directory, population, statement
 checked before anything is written; results are written into a hidden folder beside the output
 and renamed into place at the end, so a failure leaves nothing partial.
 
-Answering is resumable: the personas are answered in chunks (``ANSWER_CHUNK`` personas, every
-item), and each chunk's distributions go to the result cache (``SURVEYSIM_CACHE``, else
+Answering goes through the core's engine (:mod:`surveysim_core.answering`), as a run's does, and
+is resumable: the personas are answered in chunks (``ANSWER_CHUNK`` personas, every item), and
+each chunk's distributions go to the result cache (``SURVEYSIM_CACHE``, else
 ``~/.cache/surveysim``), keyed by the system (backend, options, the adapter's files), the
 temperature, the answer set and the chunk's prompts. An interrupted simulate or pilot, run again,
 answers only the chunks it had not finished; a finished one, run again with other segments or
@@ -15,8 +16,6 @@ bootstrap settings, answers nothing.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,12 +26,28 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from surveysim_core import answering
+from surveysim_core.answering import (
+    Chunk,
+    answer_chunks,
+    cached_temperatures,
+    decode_items,
+    persona_chunks,
+)
 from surveysim_core.answers import AnswerType
 from surveysim_core.cache import Cache, cache_root, digest
 from surveysim_core.config import DataSection, RunConfig, load_config, validate_options
 from surveysim_core.errors import ConfigError, DataError
+from surveysim_core.files import atomic_directory, file_sha256
 from surveysim_core.plugins import Plugins
-from surveysim_core.protocols import Progress, Prompt
+from surveysim_core.protocols import Backend, Progress, Prompt, SystemAnswers
+from surveysim_core.run_systems import run_config, run_system
+from surveysim_core.scoring import (
+    bootstrap_intervals,
+    resample_counts,
+    segment_masks,
+    weighted_mean_draws,
+)
 from surveysim_pilot import population as pop
 from surveysim_pilot.config import SimulateConfig
 from surveysim_pilot.items import Item, build_items
@@ -40,23 +55,28 @@ from surveysim_pilot.items import Item, build_items
 
 @dataclass
 class SystemChoice:
-    """The backend class, its validated options and the adapter folder (None: zero-shot)."""
+    """The system that answers: its name (as its run names it), backend class, validated
+    options and adapter folder (None: the pre-trained model), and the settings its answers
+    depend on (as the run records them)."""
 
     name: str
     backend: type
     options: Any
     adapter: Path | None
     label: str
+    settings: dict[str, Any]
+    #: the run configuration the system was trained and evaluated with (None: no run)
+    run_config: RunConfig | None = None
 
     def fingerprint(self) -> str:
-        """What the system's answers depend on: backend, options and the adapter's files."""
-        options = self.options.model_dump() if hasattr(self.options, "model_dump") else self.options
+        """What the system's answers depend on: the run's settings of it, less decoding and
+        prompts (each chunk's key holds its temperature and prompts), and the adapter's files."""
+        settings = {k: v for k, v in self.settings.items() if k not in ("decoding", "prompts")}
         files = {}
         if self.adapter is not None:
             for path in sorted(p for p in self.adapter.rglob("*") if p.is_file()):
-                sha = hashlib.sha256(path.read_bytes()).hexdigest()  # adapters are small
-                files[str(path.relative_to(self.adapter))] = sha
-        return digest(self.name, options, files)
+                files[str(path.relative_to(self.adapter))] = file_sha256(path)
+        return digest("system", settings, files)
 
 
 @dataclass
@@ -74,61 +94,48 @@ class Prepared:
 
 
 # -- checking ----------------------------------------------------------------------------------
-def _run_config(run: Path, source: str) -> RunConfig:
-    if not run.is_dir():
-        raise ConfigError(f"{source}: system.run: {run} is not a directory")
-    if not (run / "config.yaml").exists():
-        raise ConfigError(f"{source}: system.run: {run} has no config.yaml; not a run directory")
-    return load_config(run / "config.yaml")
-
-
 def resolve_system(config: SimulateConfig, source: str, plugins: Plugins) -> SystemChoice:
-    """The backend and adapter the configuration names; a run with no trained system is an error."""
+    """The system the configuration names: a finished run's, by name (any of its language-model
+    systems, a sweep's included), or a backend's pre-trained model."""
     sys_cfg = config.system
-    adapter = None
     if sys_cfg.run is not None:
         run = Path(sys_cfg.run)
-        run_cfg = _run_config(run, source)
+        run_cfg = run_config(run, f"{source}: system.run")
         if run_cfg.survey != config.survey:
             raise ConfigError(
                 f"{source}: system.run: {run} ran survey {run_cfg.survey!r}, not {config.survey!r}"
             )
-        if run_cfg.backend is None:
-            raise ConfigError(
-                f"{source}: system.run: {run} has no trained system (its configuration has no"
-                " language-model backend)"
-            )
-        ref = run_cfg.backend
-        opt_source, where = str(run / "config.yaml"), "backend"
-        if sys_cfg.kind == "fine_tuned":
-            adapter = run / "adapter"
-            # safetensors only: PEFT would unpickle an adapter_model.bin
-            needed = ("adapter_config.json", "adapter_model.safetensors")
-            if not all((adapter / name).is_file() for name in needed):
-                raise ConfigError(
-                    f"{source}: system.run: {run} has no trained system ({adapter} holds no"
-                    " adapter_config.json and adapter_model.safetensors: the run did not"
-                    " fine-tune, or has not finished)"
-                )
-        label = f"{sys_cfg.kind} ({run})"
-    else:
-        ref = sys_cfg.backend
-        opt_source, where = source, "system.backend"
-        label = f"zero_shot ({ref.name})"
-    cls = plugins.backends.get(ref.name, where=f"{opt_source}: {where}.name")
-    options = validate_options(cls, ref.options, f"{where}.options", opt_source)
-    return SystemChoice(ref.name, cls, options, adapter, label)
+        found, adapter = run_system(run, sys_cfg.name, plugins, source, "system.name")
+        cls, options = found.variant.backend
+        label = f"{found.name} ({run})"
+        return SystemChoice(
+            found.name, cls, options, adapter, label, found.settings, found.variant.config
+        )
+    ref = sys_cfg.backend
+    assert ref is not None  # the configuration gives a run or a backend
+    cls = plugins.backends.get(ref.name, where=f"{source}: system.backend.name")
+    options = validate_options(cls, ref.options, "system.backend.options", source)
+    dumped = options.model_dump(mode="json") if options is not None else dict(ref.options)
+    system_settings = getattr(cls, "system_settings", None) or Backend.system_settings
+    settings = {
+        "kind": "zero_shot",
+        "backend": ref.name,
+        **system_settings("zero_shot", dumped, {}),
+    }
+    return SystemChoice("zero_shot", cls, options, None, f"zero_shot ({ref.name})", settings)
 
 
-def _plan(config: SimulateConfig, source: str, plugins: Plugins):
+def _plan(config: SimulateConfig, source: str, plugins: Plugins, system: SystemChoice):
     from surveysim_core.run import plan_run
 
-    run_config = RunConfig(survey=config.survey, survey_options=config.survey_options)
-    if config.system.run is not None and (Path(config.system.run) / "config.yaml").exists():
+    # the exact decoder: answer distributions as a run's exact decoder reads them
+    base = RunConfig(
+        survey=config.survey, survey_options=config.survey_options, decoding={"decoder": "exact"}
+    )
+    if system.run_config is not None:
         # prompts as the system was trained with them (compact persona, respondent memory)
-        trained = _run_config(Path(config.system.run), source)
-        run_config = run_config.model_copy(update={"prompts": trained.prompts})
-    return plan_run(run_config, source, plugins)
+        base = base.model_copy(update={"prompts": system.run_config.prompts})
+    return plan_run(base, source, plugins)
 
 
 def _respondents(
@@ -243,9 +250,9 @@ def prepare(
     output = Path(config.output)
     if output.exists():
         raise ConfigError(f"{source}: output: {output} already exists; choose a new directory")
-    plan = _plan(config, source, plugins)
-    spec = plan.survey.spec
     system = resolve_system(config, source, plugins)
+    plan = _plan(config, source, plugins, system)
+    spec = plan.survey.spec
     items = build_items(spec, list(config.questions), config.statements, source)
     # new statements become context values, so that the survey's template shows their text
     extra: dict[str, dict[str, str]] = {}
@@ -294,120 +301,62 @@ def answer(
     progress: Progress | None = None,
     history: list[tuple[tuple[str, str], ...]] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Exact answer distribution of every persona for every item: ``item id -> (n, K)``.
-
-    Items whose questions share an answer set are asked in one call, so that a backend can share
-    each persona's prefix across them. ``history``: each persona's earlier turns (question,
-    answer), put before every item (respondent memory); default: none.
+    """Exact answer distribution of every persona for every item: ``item id -> (n, K)``, from
+    the core's engine with the exact decoder, as a run answers. ``history``: each persona's
+    earlier turns (question, answer), put before every item (respondent memory); default: none.
     """
+    from surveysim_core.run import report_cache
+
     progress = progress or Progress()
     if not hasattr(model, "answer_distribution"):
         raise ConfigError(
             f"{prepared.source}: system: the backend's model {type(model).__name__} has no exact"
             " answer_distribution"
         )
-    personas = prepared.population.personas
+    plan, items, n = prepared.plan, prepared.items, len(prepared.population)
+    prompts = item_prompts(prepared, items)
+    if history is not None:
+        prompts = [Prompt(p.system, p.user, history[k % n]) for k, p in enumerate(prompts)]
+    progress(f"answering {len(prompts)} prompts ({len(items)} items x {n} personas)")
+    questions = np.repeat([item.question for item in items], n)
+    decoding, quiet = plan.config.decoding, Progress(lambda message: None)
+
+    def ask(rows: list[int], temperatures: list[float]) -> dict[float, SystemAnswers]:
+        asked = [prompts[i] for i in rows]
+        return decode_items(
+            plan, plan.decoder, model, asked, questions[rows], temperatures,
+            decoding.max_new_tokens, decoding.seed, prepared.system.name, quiet, "",
+        )  # fmt: skip
+
     t = float(prepared.config.system.temperature)
-    out: dict[str, np.ndarray] = {}
-    n = len(personas)
+    chunks = item_chunks(prepared, prompts, questions, t)
     cache = Cache(cache_root(), progress)
+    answers = answer_chunks(chunks, len(prompts), ask, cache, prepared.system.label, progress)
+    report_cache(cache, progress)
+    probs = answers[t].distribution.probs
+    return {
+        item.id: probs[k * n : (k + 1) * n, : len(plan.answer_types[item.question].labels)]
+        for k, item in enumerate(items)
+    }
+
+
+def item_chunks(
+    prepared: Prepared, prompts: list[Prompt], questions: np.ndarray, t: float
+) -> list[Chunk]:
+    """The engine's persona chunks of item-major ``prompts``; a chunk's key covers the system
+    fingerprint, the temperature, and its prompts (with their history) and questions' answers."""
     system = prepared.system.fingerprint()
-    for labels, members in answer_groups(prepared).items():
-        prompts = item_prompts(prepared, members)
-        if history is not None:
-            prompts = [Prompt(p.system, p.user, history[k % n]) for k, p in enumerate(prompts)]
-        progress(
-            f"answering {len(prompts)} prompts ({len(members)} items x {len(personas)} personas)"
-        )
-        probs = answer_in_chunks(
-            model, prompts, list(labels), t, len(members), n, cache, system, progress
-        )
-        if probs.shape != (len(prompts), len(labels)):
-            raise ConfigError(
-                f"{prepared.source}: system: the model returned {probs.shape} probabilities for"
-                f" {len(prompts)} prompts and {len(labels)} answers"
-            )
-        for k, item in enumerate(members):
-            out[item.id] = probs[k * n : (k + 1) * n]
-    return out
+    answers = {q: list(prepared.plan.answer_types[q].labels) for q in set(questions)}
 
+    def key_of(rows: list[int], t: float) -> str:
+        asked = [
+            (prompts[i].system, prompts[i].user, list(prompts[i].history), questions[i])
+            for i in rows
+        ]
+        return digest("answers", system, t, answers, asked)
 
-#: personas per resumable chunk of answers (every item for each of them, so that a backend
-#: still shares each persona's prefix across its items)
-ANSWER_CHUNK = 10
-#: the result-cache kind of answered chunks
-ANSWER_KIND = "simulate-answers"
-
-
-def answer_groups(prepared: Prepared) -> dict[tuple[str, ...], list[Item]]:
-    """The items by answer set: items whose questions share one are asked in one call."""
-    groups: dict[tuple[str, ...], list[Item]] = {}
-    for item in prepared.items:
-        groups.setdefault(tuple(prepared.plan.answer_types[item.question].labels), []).append(item)
-    return groups
-
-
-def answer_chunks(
-    prompts: list[Prompt], labels: list[str], t: float, n_items: int, n_personas: int, system: str
-) -> list[tuple[int, int, list[int], str]]:
-    """The resumable chunks of item-major ``prompts``: ``(first persona, stop, prompt rows,
-    cache key)``, ``ANSWER_CHUNK`` personas each; the key covers the system fingerprint, the
-    temperature, the answer set and the chunk's prompts (with their history)."""
-    chunks = []
-    for start in range(0, n_personas, ANSWER_CHUNK):
-        stop = min(start + ANSWER_CHUNK, n_personas)
-        rows = [k * n_personas + p for k in range(n_items) for p in range(start, stop)]
-        key = digest(
-            "answers",
-            system,
-            t,
-            labels,
-            [(prompts[i].system, prompts[i].user, list(prompts[i].history)) for i in rows],
-        )
-        chunks.append((start, stop, rows, key))
-    return chunks
-
-
-def answer_in_chunks(
-    model: Any,
-    prompts: list[Prompt],
-    labels: list[str],
-    t: float,
-    n_items: int,
-    n_personas: int,
-    cache: Cache,
-    system: str,
-    progress: Progress,
-) -> np.ndarray:
-    """``model.answer_distribution`` of item-major ``prompts`` (item k, persona p at
-    ``k * n_personas + p``), ``ANSWER_CHUNK`` personas at a time; each chunk is read from or
-    written to ``cache``, so that an interrupted call resumes where it stopped."""
-    out = np.full((len(prompts), len(labels)), np.nan)
-    chunks = answer_chunks(prompts, labels, t, n_items, n_personas, system)
-    reused = 0
-    for number, (start, stop, rows, key) in enumerate(chunks, 1):
-        chunk = [prompts[i] for i in rows]
-        entry = cache.entry(ANSWER_KIND, key)
-        if entry is not None:
-            with np.load(entry / "probs.npz", allow_pickle=False) as saved:
-                probs = saved["probs"]
-            reused += 1
-        else:
-            probs = np.asarray(model.answer_distribution(chunk, labels, [t])[t], dtype=float)
-            if probs.shape != (len(chunk), len(labels)):
-                return probs  # the caller names the wrong shape
-            cache.put(
-                ANSWER_KIND,
-                key,
-                lambda folder, probs=probs: np.savez(folder / "probs.npz", probs=probs),
-            )
-        out[rows] = probs
-        if len(chunks) > 1:
-            progress(
-                f"personas {start + 1}-{stop} of {n_personas} answered (chunk {number} of"
-                f" {len(chunks)}; {reused} read from the cache)"
-            )
-    return out
+    n = len(prepared.population)
+    return persona_chunks(len(questions) // n if n else 0, n, key_of, [t])
 
 
 def check_summary(prepared: Prepared, deferred: frozenset[str] = frozenset()) -> list[str]:
@@ -426,28 +375,21 @@ def check_summary(prepared: Prepared, deferred: frozenset[str] = frozenset()) ->
         f"items: {len(items) - len(statements)} survey questions, {len(statements)} statements"
         f" ({sum(i.new for i in statements)} new)",
         f"segments: {', '.join(prepared.segments) or '(whole population only)'}",
-        f"system: {system.label} ({system.name}"
+        f"system: {system.label} ({system.settings.get('backend')}"
         + (f", adapter {system.adapter}" if system.adapter is not None else ", no adapter")
         + f"), temperature {float(prepared.config.system.temperature):g}",
     ]
     cache = Cache(cache_root())
     t = float(prepared.config.system.temperature)
     n = len(population)
-    fingerprint = system.fingerprint()  # hashes the adapter's files: once
-    total = cached = later = 0
-    chunks = 0
-    for labels, members in answer_groups(prepared).items():
-        now = [i for i in members if i.id not in deferred]
-        later += n * (len(members) - len(now))
-        if not now:
-            continue
-        prompts = item_prompts(prepared, now)
-        for _, _, rows, key in answer_chunks(prompts, list(labels), t, len(now), n, fingerprint):
-            chunks += 1
-            total += len(rows)
-            cached += len(rows) if cache.has(ANSWER_KIND, key) else 0
+    now = [i for i in items if i.id not in deferred]
+    later = n * (len(items) - len(now))
+    questions = np.repeat([i.question for i in now], n)
+    chunks = item_chunks(prepared, item_prompts(prepared, now), questions, t) if now else []
+    total = sum(len(c.rows) for c in chunks)
+    cached = sum(len(c.rows) for c in chunks if cached_temperatures(cache, c))
     lines.append(
-        f"answers: {total} prompts in {chunks} chunks of {ANSWER_CHUNK} personas;"
+        f"answers: {total} prompts in {len(chunks)} chunks of {answering.ANSWER_CHUNK} personas;"
         f" {cached} already in the result cache, {total - cached} to answer"
     )
     if later:
@@ -466,50 +408,22 @@ def normalised(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 # -- summaries ---------------------------------------------------------------------------------
-def bootstrap_counts(n: int, draws: int, seed: int) -> np.ndarray:
-    """``(draws, n)``: how often each persona appears in each bootstrap resample of personas."""
-    rng = np.random.default_rng(seed)
-    counts = np.zeros((draws, n))
-    for b in range(draws):
-        counts[b] = np.bincount(rng.integers(0, n, size=n), minlength=n)
-    return counts
+def persona_resamples(prepared: Prepared, draws: int, seed: int) -> np.ndarray:
+    """``(draws, n)``: the core's bootstrap resamples of the personas, as counts."""
+    return resample_counts(np.asarray(prepared.population.personas.index), draws, seed, "personas")
 
 
-def weighted(values: np.ndarray, weights: np.ndarray, counts: np.ndarray):
-    """Weighted mean of ``values`` (n,) or (n, K) and its bootstrap draws (draws,) or (draws, K).
-
-    ``weights`` is zero outside the segment; a draw with no weight in the segment is NaN.
-    """
-    total = weights.sum()
-    x = values if values.ndim == 2 else values[:, None]
-    estimate = (weights @ x) / total if total > 0 else np.full(x.shape[1], np.nan)
-    num = counts @ (weights[:, None] * x)
-    den = counts @ weights
-    with np.errstate(invalid="ignore", divide="ignore"):
-        boot = np.where(den[:, None] > 0, num / den[:, None], np.nan)
-    if values.ndim == 1:
-        return estimate[0], boot[:, 0]
-    return estimate, boot
-
-
-def interval(boot: np.ndarray) -> tuple[Any, Any]:
-    """95% percentile interval over bootstrap draws (axis 0), ignoring NaN draws."""
-    with np.errstate(all="ignore"):
-        lo, hi = np.nanpercentile(boot, [2.5, 97.5], axis=0)
-    return lo, hi
-
-
-def segment_masks(prepared: Prepared) -> list[tuple[str, str, np.ndarray]]:
-    """("all", "all", all personas), then (field, option, mask) for options with personas."""
+def persona_segments(prepared: Prepared) -> list[tuple[str, str, np.ndarray]]:
+    """("all", "all", all personas), then (field, option, mask) for each option some persona
+    has: the core's segments, in the survey's order of options."""
     personas = prepared.population.personas
     spec = prepared.plan.survey.spec
-    out = [("all", "all", np.ones(len(personas), dtype=bool))]
-    for seg in prepared.segments:
-        col = personas[seg].astype(str).to_numpy()
-        for option in spec.demographics[seg].options:
-            mask = col == option
-            if mask.any():
-                out.append((seg, option, mask))
+    order = {seg: list(spec.demographics[seg].options) for seg in prepared.segments}
+    ids = pd.DataFrame({"subject_id": personas.index})
+    out = []
+    for name, mask in segment_masks(ids, personas, prepared.segments, order):
+        field, _, option = name.partition("=")
+        out.append((field, option or "all", mask))
     return out
 
 
@@ -548,19 +462,19 @@ def segment_frame(
         p, mass = normalised(probs[item.id])
         valid = mass > 0
         means = np.where(valid, p @ at.support, 0.0)
-        for seg, option, mask in segment_masks(prepared):
+        for seg, option, mask in persona_segments(prepared):
             ws = np.where(mask & valid, w, 0.0)
             base = {
                 "item": item.id, "question": item.question, "statement": item.statement or "",
                 "group": item.group or "", "segment": seg, "value": option,
                 "n_personas": int(mask.sum()), "weight": float(w[mask].sum()),
             }  # fmt: skip
-            est, boot = weighted(means, ws, counts)
-            lo, hi = interval(boot)
+            est, boot = weighted_mean_draws(means, ws, counts)
+            lo, hi = bootstrap_intervals(est, boot)
             rows.append({**base, "measure": "mean", "answer": "", "estimate": est,
                          "ci_low": lo, "ci_high": hi})  # fmt: skip
-            est, boot = weighted(p, ws, counts)
-            lo, hi = interval(boot)
+            est, boot = weighted_mean_draws(p, ws, counts)
+            lo, hi = bootstrap_intervals(est, boot)
             for k, label in enumerate(at.labels):
                 rows.append({**base, "measure": "share", "answer": label, "estimate": est[k],
                              "ci_low": lo[k], "ci_high": hi[k]})  # fmt: skip
@@ -568,25 +482,6 @@ def segment_frame(
 
 
 # -- writing -----------------------------------------------------------------------------------
-def write_atomically(output: Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(folder)`` on a hidden folder beside ``output``; rename it to ``output`` only
-    if it succeeds, and remove it otherwise (nothing partial is left)."""
-    output = Path(output)
-    if output.exists():
-        raise ConfigError(f"{output}: already exists; choose a new output directory")
-    partial = output.parent / f".{output.name}.partial"
-    if partial.exists():  # left by a crashed earlier attempt of this same output
-        shutil.rmtree(partial)
-    partial.mkdir(parents=True)
-    try:
-        write(partial)
-        partial.rename(output)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    return output
-
-
 def load_model(prepared: Prepared, workdir: Path, plugins: Plugins, progress: Progress) -> Any:
     sc = prepared.system
     backend = sc.backend(sc.options, workdir, plugins, progress)
@@ -624,7 +519,7 @@ def simulate(
     def write(folder: Path) -> None:
         answer_and_write(prepared, folder, plugins, progress, config.bootstrap, config.seed)
 
-    return write_atomically(prepared.output, write)
+    return atomic_directory(prepared.output, write)
 
 
 def answer_and_write(
@@ -641,6 +536,6 @@ def answer_and_write(
     probabilities and the bootstrap counts over personas."""
     model = load_model(prepared, folder, plugins, progress)
     probs = (answerer or answer)(prepared, model, progress)
-    counts = bootstrap_counts(len(prepared.population), bootstrap, seed)
+    counts = persona_resamples(prepared, bootstrap, seed)
     write_common(prepared, folder, probs, counts)
     return probs, counts
