@@ -323,10 +323,11 @@ class LanguageModelSystem:
             t_cal = cached["temperature"]
             self.cache.reused.append(f"{self.name}: calibrated temperature")  # type: ignore[union-attr]
         else:
+            loaded = model()  # trained first where it learns: say "calibrating" after that
             self.progress(
                 f"{self.name}: calibrating the temperature on {len(val)} validation answers"
             )
-            decoded = self._decode(model(), val, grid)
+            decoded = self._decode(loaded, val, grid)
             t_cal = calibrated_temperature(
                 {t: a.distribution for t, a in decoded.items()}, val.items, self.plan.answer_types
             )

@@ -70,3 +70,31 @@ def test_every_hf_option_is_classed_as_training_only_or_not():
     }  # fmt: skip
     assert HFBackend.training_options <= set(HFOptions.model_fields)
     assert set(HFOptions.model_fields) - HFBackend.training_options == answer_options
+
+
+def test_the_log_says_calibrating_after_the_fine_tune_it_calibrates(tmp_path, satisfaction_plugins):
+    """The calibration pass answers with the trained model: the log names it after training."""
+    folder = write_tiny_model(tmp_path / "tiny")
+    config = RunConfig.model_validate(
+        {
+            "survey": "satisfaction",
+            "data": {"subjects": 20, "seed": 1},
+            "split": {"max_test_subjects": 4},
+            "backend": {
+                "name": "hf",
+                "systems": ["fine_tuned"],
+                "options": {"model": str(folder), "progress_bars": False, "max_steps": 1,
+                            "epochs": 1},
+            },
+            "decoding": {"decoder": "exact", "temperatures": [1.0]},
+            "evaluation": {"bootstrap": 2},
+        }
+    )  # fmt: skip
+    said: list[str] = []
+    execute(
+        config, "hf.yaml", satisfaction_plugins, run_dir=str(tmp_path / "r"),
+        progress=Progress(said.append),
+    )  # fmt: skip
+    trained = next(i for i, m in enumerate(said) if m.startswith("fine-tuned 1 steps"))
+    calibrating = next(i for i, m in enumerate(said) if "calibrating the temperature" in m)
+    assert trained < calibrating, said
