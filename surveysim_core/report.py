@@ -359,7 +359,8 @@ def _diff_sentence(
     else:
         ci = " (no paired interval: this system was kept from an earlier run)"
     if r["reference"] == "marginal":
-        ref = MARGINAL_BASELINE
+        point = str(r.get("reference_readout", "")) == "expected"
+        ref = "the marginal baseline's mean (its point prediction)" if point else MARGINAL_BASELINE
     elif against != "marginal baseline":
         ref = f"the {against}, {ref}"
     return (

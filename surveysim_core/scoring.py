@@ -524,6 +524,16 @@ def higher_is_better(catalogue: Mapping[str, Any]) -> set[str]:
     }
 
 
+def is_point(row: Any, sampling: set[str]) -> bool:
+    """Whether a metric row scores point predictions, to be compared with the marginal's mean:
+    a language model's E[a] (``expected``) or mode (``greedy``), a regression baseline's answers;
+    not sampled answers (a distribution at t > 0, a sampling baseline's draws)."""
+    readout = str(row["readout"])
+    return readout in ("expected", "greedy") or (
+        readout == "answer" and str(row["system"]) not in sampling
+    )
+
+
 def undirected(catalogue: Mapping[str, Any]) -> set[str]:
     """The metrics that describe rather than score (``lower_is_better`` None and not higher
     is better, e.g. ``spread``): no system is better or worse than another by them."""
@@ -550,8 +560,8 @@ def difference_rows(
     resampled respondents, so the interval is the percentile interval of the per-draw
     differences. Rows whose draws are missing get NaN CIs. ``higher`` names the metrics where
     higher is better (:func:`higher_is_better` of the run's metrics); ``skip`` those with no
-    direction (:func:`undirected`). A point prediction (readout ``expected``) is compared with
-    the marginal baseline's mean where it has one, not with its sampled answers.
+    direction (:func:`undirected`). A point prediction (:func:`is_point`) is compared with
+    the marginal baseline's mean where it has one, sampled answers with its sampled answers.
     """
     higher_set = set(higher)
     overall = metrics[(metrics["segment"] == "all") & ~metrics["system"].str.startswith("floor:")]
@@ -571,6 +581,9 @@ def difference_rows(
         )
 
     lookup = draws.get
+    # baselines that sample their answers: those that also give their mean (``expected``)
+    has_mean = (overall["readout"] == "expected") & overall["temperature"].isna()
+    sampling = set(overall.loc[has_mean, "system"])
 
     for (qid, name), group in overall.groupby(["question", "metric"], sort=False):
         baselines = eligible(group[group["temperature"].isna() & group["value"].notna()])
@@ -596,7 +609,7 @@ def difference_rows(
             references.insert(0, ("marginal baseline", marginal_by))
         for against, by_point in references:
             for _, r in group.iterrows():
-                point = r["readout"] == "expected"
+                point = is_point(r, sampling)
                 ref = by_point[point] if point in by_point else by_point[not point]
                 if key(r) == key(ref):
                     continue

@@ -151,6 +151,13 @@ def test_the_grid_setting_best_on_validation_stands_for_the_grid(tmp_path, grid_
     assert set(best["reference"]) == {"grid"}
     assert set(best["reference_setting"]) == {"A"}
     assert best["reference_value"].to_numpy() == pytest.approx(2.0)
+    # a regression-like grid answers with points: against the marginal's mean on RMSE, its
+    # sampled answers on KL (the mean has no histogram)
+    vs_marginal = diffs[(diffs["against"] == "marginal baseline") & (diffs["system"] == "grid")]
+    assert set(vs_marginal.loc[vs_marginal["metric"] == "rmse", "reference_readout"]) == {
+        "expected"
+    }
+    assert set(vs_marginal.loc[vs_marginal["metric"] == "kl", "reference_readout"]) == {"answer"}
     marginal = best[best["system"] == "marginal"].iloc[0]
     marginal_rmse = overall(metrics, "marginal", "rmse")["value"].iloc[0]
     assert marginal["difference"] == pytest.approx(marginal_rmse - 2.0)
