@@ -19,26 +19,31 @@ from surveysim_core.protocols import Progress
 from surveysim_core.run import execute, plan_run
 
 
-def test_hf_declares_its_kinds_and_a_training_sweep_shares_zero_shot(
-    tmp_path, satisfaction_plugins
-):
-    assert HFBackend.system_kinds == ("zero_shot", "fine_tuned")
-    folder = write_tiny_model(tmp_path / "tiny")
-    config = RunConfig.model_validate(
+def tiny_run_config(folder, systems: list[str], sweep: dict | None = None, **options) -> RunConfig:
+    """A run of the satisfaction survey on the tiny model, exact answers at t = 1."""
+    return RunConfig.model_validate(
         {
             "survey": "satisfaction",
             "data": {"subjects": 20, "seed": 1},
             "split": {"max_test_subjects": 4},
             "backend": {
                 "name": "hf",
-                "systems": ["zero_shot"],
-                "options": {"model": str(folder), "progress_bars": False},
+                "systems": systems,
+                "options": {"model": str(folder), "progress_bars": False, **options},
             },
             "decoding": {"decoder": "exact", "temperatures": [1.0]},
-            "sweep": {"backend.options.lora_r": [4, 8]},
+            "sweep": sweep or {},
             "evaluation": {"bootstrap": 2},
         }
     )
+
+
+def test_hf_declares_its_kinds_and_a_training_sweep_shares_zero_shot(
+    tmp_path, satisfaction_plugins
+):
+    assert HFBackend.system_kinds == ("zero_shot", "fine_tuned")
+    folder = write_tiny_model(tmp_path / "tiny")
+    config = tiny_run_config(folder, ["zero_shot"], sweep={"backend.options.lora_r": [4, 8]})
     plan = plan_run(config, "hf.yaml", satisfaction_plugins)
     assert [v.label for v in plan.lm_variants] == ["lora_r=4", "lora_r=8"]
     run = execute(
@@ -75,21 +80,7 @@ def test_every_hf_option_is_classed_as_training_only_or_not():
 def test_the_log_says_calibrating_after_the_fine_tune_it_calibrates(tmp_path, satisfaction_plugins):
     """The calibration pass answers with the trained model: the log names it after training."""
     folder = write_tiny_model(tmp_path / "tiny")
-    config = RunConfig.model_validate(
-        {
-            "survey": "satisfaction",
-            "data": {"subjects": 20, "seed": 1},
-            "split": {"max_test_subjects": 4},
-            "backend": {
-                "name": "hf",
-                "systems": ["fine_tuned"],
-                "options": {"model": str(folder), "progress_bars": False, "max_steps": 1,
-                            "epochs": 1},
-            },
-            "decoding": {"decoder": "exact", "temperatures": [1.0]},
-            "evaluation": {"bootstrap": 2},
-        }
-    )  # fmt: skip
+    config = tiny_run_config(folder, ["fine_tuned"], max_steps=1, epochs=1)
     said: list[str] = []
     execute(
         config, "hf.yaml", satisfaction_plugins, run_dir=str(tmp_path / "r"),
