@@ -94,7 +94,7 @@ class Metric:
     scores_points: ClassVar[bool] = False
     #: whether the metric of the humans' own answers as points (``point(human, human)``) says
     #: something worth showing beside the systems' (a spread, not an error that is 0): the
-    #: noise floors then carry a ``humans`` row of it
+    #: noise floors then carry a ``floor:humans`` row of it
     describes_humans: ClassVar[bool] = False
 
     def __call__(self, human: np.ndarray, model: AnswerDistribution, answer: AnswerType) -> float:

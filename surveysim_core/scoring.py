@@ -595,8 +595,8 @@ def difference_rows(
             basis = baselines["validation_value"]
         best = baselines.loc[basis.idxmax() if up else basis.idxmin()]
         marginal = baselines[baselines["system"] == "marginal"]
-        # like with like: a point prediction (``expected``) against the marginal's mean, other
-        # readouts against its answers as given (either, where the marginal has one readout)
+        # the marginal's mean (True) and its sampled answers (False), where it has them; each row
+        # is paired with the one of its own kind (:func:`is_point`), else with the other
         marginal_by = {
             point: rows.iloc[0]
             for point in (True, False)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SerializationInfo, model_serializer
+from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
 #: field metadata of an option added after adapters were cached: at its default it is left out
 #: of the dumped options, so the settings and cache keys of every configuration that does not
@@ -152,7 +152,7 @@ class HFOptions(BaseModel):
     progress_bars: bool = Field(True, description="Show tqdm progress bars on stderr.")
 
     @model_serializer(mode="wrap")
-    def _omit_new_defaults(self, handler, info: SerializationInfo) -> dict:
+    def _omit_new_defaults(self, handler) -> dict:
         dumped = handler(self)
         for name, spec in type(self).model_fields.items():
             extra = spec.json_schema_extra

@@ -190,9 +190,9 @@ class Pearson(Metric):
 class Spread(Metric):
     """Standard deviation of the system's point predictions across the items: how much it tells
     respondents apart at all. A model that gives everyone the same answer has 0 (its pearson is
-    NaN), however close that answer is to the mean; the humans' own SD is the row
-    (:attr:`describes_humans`; system ``floor:humans``). For a distribution the point prediction is E[a] given a valid
-    answer; for sampled answers the answers themselves."""
+    NaN), however close that answer is to the mean. The humans' own SD is the ``floor:humans``
+    row (:attr:`describes_humans`). For a distribution the point prediction is E[a] given a
+    valid answer; for sampled answers the answers themselves."""
 
     name = "spread"
     level = "individual"
